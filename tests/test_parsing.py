@@ -1,0 +1,175 @@
+import pytest
+
+from azr_jax.parsing import (
+    ANSWER_BLOCKS, THINK_ANSWER, extract_answer, fenced_blocks, parse_induction_proposal,
+    parse_program_proposal, parse_proposal, parse_solver,
+)
+from azr_jax.tasks import TaskType
+
+PROGRAM = "def f(xs):\n    return sorted(xs)[::-1]"
+
+
+def wrap(answer, think="Let me think.\nStep 1..."):
+    return f"{think}\n</think>\n<answer>\n{answer}\n</answer>"
+
+
+def fence(kind, body):
+    return f"```{kind}\n{body}\n```"
+
+
+# ---- format check ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("response", [
+    wrap("x"),
+    "<think>" + wrap("x"),                        # response repeats the prompt's <think>
+    "  \n<think>\nhm</think><answer>x</answer>",
+    "hm</think>   <answer>x</answer>\n\n",         # trailing whitespace is fine
+    "a</think><answer>first</answer> <answer>x</answer>",
+])
+def test_think_answer_accepts(response):
+    assert extract_answer(response, THINK_ANSWER).strip() == "x"
+
+
+@pytest.mark.parametrize("response", [
+    "",
+    "no tags at all",
+    "<answer>x</answer>",                          # no think section
+    "thinking</think> no answer tags",
+    "thinking</think><answer>x",                   # answer never closed
+    "thinking</think><answer>x</answer> trailing chatter",
+    "thinking</think> words <answer>x</answer>",   # text between think and answer
+    "thinking <answer>x</answer>",
+])
+def test_think_answer_rejects(response):
+    assert extract_answer(response, THINK_ANSWER) is None
+
+
+def test_last_answer_block_wins():
+    response = "t</think><answer>one</answer>\n<answer>two</answer>"
+    assert extract_answer(response, THINK_ANSWER) == "two"
+    assert extract_answer(response, ANSWER_BLOCKS) == "two"
+
+
+def test_answer_blocks_leniency():
+    assert extract_answer("no wrapper " + fence("output", "3"), ANSWER_BLOCKS).endswith("```")
+    assert extract_answer("reasoning ```output\n1\n```</think> after", ANSWER_BLOCKS) == " after"
+
+
+def test_unknown_strictness():
+    with pytest.raises(ValueError):
+        extract_answer("x", "loose")
+
+
+def test_fenced_blocks():
+    text = "a\n```python\nx = 1\n```\nb ```INPUT \n 5 \n```\n```\nbare\n```"
+    assert fenced_blocks(text) == [("python", "x = 1"), ("input", "5"), ("", "bare")]
+
+
+# ---- solver ----------------------------------------------------------------------------------
+
+def test_solver_deduction_last_output_block():
+    r = wrap(fence("output", "[1]") + "\nwait, no\n" + fence("output", "[3, 2, 1]"))
+    a = parse_solver(r, TaskType.DEDUCTION)
+    assert a.well_formatted and a.answer == "[3, 2, 1]"
+
+
+def test_solver_ignores_other_kinds():
+    r = wrap(fence("input", "[1, 2]") + fence("output", "'abc'") + fence("python", "x"))
+    assert parse_solver(r, "deduction").answer == "'abc'"
+    assert parse_solver(r, "abduction").answer == "[1, 2]"
+    assert parse_solver(r, "induction").answer == "x"
+
+
+def test_solver_induction_program():
+    r = wrap("Here it is:\n" + fence("python", PROGRAM))
+    a = parse_solver(r, TaskType.INDUCTION)
+    assert a.well_formatted and a.answer == PROGRAM
+
+
+def test_solver_py_alias_and_bare_fallback():
+    assert parse_solver(wrap(fence("py", PROGRAM)), "induction").answer == PROGRAM
+    assert parse_solver(wrap(fence("", "'x'")), "deduction").answer == "'x'"
+
+
+def test_solver_plain_answer_fallback():
+    a = parse_solver(wrap("  'Hello World' "), "deduction")
+    assert a.well_formatted and a.answer == "'Hello World'"
+
+
+def test_solver_failures():
+    assert parse_solver("just text", "deduction").reason == "format"
+    assert parse_solver(wrap(""), "deduction").reason == "no_output_block"
+    a = parse_solver(wrap(fence("input", "1")), "deduction")  # wrong kind, and it is fenced
+    assert not a.well_formatted and a.reason == "no_output_block"
+    assert not parse_solver(wrap(fence("output", "   ")), "deduction").well_formatted
+
+
+def test_solver_answer_blocks_mode():
+    r = "I think the answer is\n" + fence("output", "42")   # no wrapper at all
+    assert parse_solver(r, "deduction", THINK_ANSWER).reason == "format"
+    a = parse_solver(r, "deduction", ANSWER_BLOCKS)
+    assert a.well_formatted and a.answer == "42"
+    # Without an <answer> tag, unfenced text never counts as an answer.
+    assert not parse_solver("42", "deduction", ANSWER_BLOCKS).well_formatted
+    assert parse_solver("<answer>42</answer>", "deduction", ANSWER_BLOCKS).answer == "42"
+
+
+def test_solver_answer_blocks_ignores_thinking_blocks():
+    r = "draft " + fence("output", "1") + "\n</think>\n" + fence("output", "2")
+    assert parse_solver(r, "deduction", ANSWER_BLOCKS).answer == "2"
+
+
+# ---- proposers -------------------------------------------------------------------------------
+
+def test_program_proposal_first_blocks():
+    r = wrap(fence("python", PROGRAM) + fence("input", "[3, 1, 2]")
+             + fence("python", "def f(a):\n    return 0") + fence("input", "9"))
+    p = parse_program_proposal(r)
+    assert p.well_formatted and p.program == PROGRAM and p.input == "[3, 1, 2]"
+    assert parse_proposal(r, "abduction") == p
+
+
+def test_program_proposal_bare_program_fallback():
+    r = wrap(fence("", "notes") + fence("", PROGRAM) + fence("input", "[1]"))
+    p = parse_program_proposal(r)
+    assert p.well_formatted and p.program == PROGRAM
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (fence("input", "[1]"), "no_python_block"),
+    (fence("python", PROGRAM), "no_input_block"),
+    (fence("python", PROGRAM) + fence("input", ""), "no_input_block"),
+])
+def test_program_proposal_failures(answer, reason):
+    p = parse_program_proposal(wrap(answer))
+    assert not p.well_formatted and p.reason == reason and p.program is None
+
+
+def test_program_proposal_format_failure():
+    r = fence("python", PROGRAM) + fence("input", "[1]")
+    assert parse_program_proposal(r).reason == "format"
+    assert parse_program_proposal(r, ANSWER_BLOCKS).well_formatted
+
+
+def test_induction_proposal_keeps_last_ten():
+    inputs = [str(i) for i in range(12)]
+    r = wrap("\n".join(fence("input", x) for x in inputs) + fence("message", "Reverses a list."))
+    p = parse_induction_proposal(r)
+    assert p.well_formatted and p.inputs == tuple(inputs[2:]) and p.message == "Reverses a list."
+    assert parse_proposal(r, TaskType.INDUCTION) == p
+
+
+def test_induction_proposal_failures():
+    nine = "".join(fence("input", str(i)) for i in range(9))
+    ten = "".join(fence("input", str(i)) for i in range(10))
+    assert parse_induction_proposal(wrap(nine + fence("message", "m"))).reason == "too_few_inputs"
+    assert parse_induction_proposal(wrap(ten)).reason == "no_message_block"
+    assert parse_induction_proposal(ten + fence("message", "m")).reason == "format"
+    assert parse_induction_proposal(ten + fence("message", "m"), ANSWER_BLOCKS).well_formatted
+
+
+def test_multiline_and_tricky_bodies():
+    program = 'def f(s):\n    """doc"""\n    return {k: s.count(k) for k in s}'
+    r = wrap(fence("python", program) + "\n\n" + fence("input", "'a,b', (1, 2)"))
+    p = parse_program_proposal(r)
+    assert p.program == program and p.input == "'a,b', (1, 2)"
