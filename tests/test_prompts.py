@@ -1,0 +1,113 @@
+import pytest
+
+from azr_jax.parsing import parse_induction_proposal, parse_program_proposal, parse_solver
+from azr_jax.prompts import INDUCTION_PLACEHOLDER, proposer_prompt, render, solver_prompt
+from azr_jax.tasks import BANNED_CALLS, BANNED_IMPORTS, Task, TaskType, seed_task
+
+PROGRAM = "def f(xs, k):\n    return [x * k for x in xs]"
+REFS = [
+    Task("deduction", PROGRAM, ("[1, 2], 3",), ("[3, 6]",)),
+    Task("deduction", "def f(s):\n    return s[::-1]", ("'abc'",), ("'cba'",)),
+]
+INDUCTION = Task(
+    "induction", PROGRAM, tuple(f"[{i}], 2" for i in range(10)), tuple(f"[{2 * i}]" for i in range(10)),
+    "Scales every element.",
+)
+
+
+@pytest.mark.parametrize("task_type", ["deduction", "abduction"])
+def test_program_proposer_prompt(task_type):
+    text = proposer_prompt(task_type, references=REFS)
+    for word in BANNED_IMPORTS + BANNED_CALLS:
+        assert word in text
+    for i, ref in enumerate(REFS):
+        snippet = (f"<snippet_{i}>\n```python\n{ref.program}\n```\n```input\n{ref.input}\n```\n"
+                   f"```output\n{ref.output}\n```\n</snippet_{i}>")
+        assert snippet in text
+    assert "<snippet_2>" not in text
+    assert "```python" in text and "```input" in text and "<answer>" in text
+
+
+def test_deduction_and_abduction_proposer_prompts_differ():
+    assert proposer_prompt("deduction", references=REFS) != proposer_prompt("abduction", references=REFS)
+
+
+def test_proposer_prompt_without_references():
+    text = proposer_prompt(TaskType.DEDUCTION)
+    assert "<snippet_" not in text and "```python" in text
+
+
+def test_induction_proposer_prompt():
+    text = proposer_prompt("induction", program=PROGRAM)
+    assert f"```python\n{PROGRAM}\n```" in text
+    assert text.index(PROGRAM) < text.index(INDUCTION_PLACEHOLDER)
+    assert "10" in text and "```message" in text and "```input" in text
+    with pytest.raises(ValueError):
+        proposer_prompt("induction")
+
+
+def test_deduction_solver_prompt():
+    task = Task("deduction", PROGRAM, ("[1, 2], 3",), ("[3, 6]",))
+    text = solver_prompt(task)
+    assert PROGRAM in text and "[1, 2], 3" in text and "[3, 6]" not in text
+    assert "```output" in text and "tuple" in text
+
+
+def test_abduction_solver_prompt():
+    task = Task("abduction", PROGRAM, ("[1, 2], 3",), ("[3, 6]",))
+    text = solver_prompt(task)
+    assert PROGRAM in text and "[3, 6]" in text and "[1, 2], 3" not in text
+    assert "```input" in text
+
+
+def test_induction_solver_prompt_hides_program_and_held_out_pairs():
+    text = solver_prompt(INDUCTION)
+    assert PROGRAM not in text and "Scales every element." in text
+    for i in range(5):
+        assert f"```input\n[{i}], 2\n```\n```output\n[{2 * i}]\n```" in text
+    for i in range(5, 10):
+        assert f"[{i}], 2" not in text
+    assert "```python" in text
+
+
+def test_solver_prompts_name_the_block_the_parser_reads():
+    # The prompt's own answer skeleton must parse as a well formatted answer of the right kind.
+    for task in (seed_task("deduction"), seed_task("abduction"), INDUCTION):
+        text = solver_prompt(task)
+        skeleton = text[text.rindex("<answer>"):]
+        assert parse_solver("ok</think>\n" + skeleton, task.task_type).well_formatted
+
+
+def test_proposer_skeletons_parse():
+    text = proposer_prompt("deduction", references=REFS)
+    assert parse_program_proposal("ok</think>\n" + text[text.rindex("<answer>"):]).well_formatted
+    text = proposer_prompt("induction", program=PROGRAM)
+    skeleton = text[text.rindex("<answer>"):]
+    assert parse_induction_proposal("ok</think>\n" + skeleton).reason == "too_few_inputs"
+
+
+def test_render_azr():
+    text = render("Say {hi}.", "azr")
+    assert text.startswith("A conversation between User and Assistant.")
+    assert text.endswith("User: Say {hi}.\nAssistant: <think>")
+
+
+class FakeTokenizer:
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert not tokenize and add_generation_prompt
+        return "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages) + "<|assistant|>"
+
+
+def test_render_chat():
+    text = render("Do the task.", "chat", FakeTokenizer())
+    assert text.startswith("<|user|>") and text.endswith("Do the task.<|end|><|assistant|>")
+    assert "<think>" in text and "<answer>" in text
+    via_callable = render("Do the task.", "chat", lambda msgs: msgs[-1]["content"])
+    assert via_callable.endswith("Do the task.")
+
+
+def test_render_errors():
+    with pytest.raises(ValueError):
+        render("x", "chat")
+    with pytest.raises(ValueError):
+        render("x", "plain")
