@@ -1,0 +1,1 @@
+"""azr_jax: the Absolute Zero Reasoner in JAX / Flax NNX."""
