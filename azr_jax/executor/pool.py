@@ -20,7 +20,7 @@ import tempfile
 import time
 import weakref
 
-from . import rules
+from . import rules, seccomp
 from .verdicts import ProposalVerdict, Reason, RunResult, Verdict
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,9 @@ class ExecutorPool:
             log.warning("executor: running WITHOUT bwrap (%s); isolation is seccomp + rlimits "
                         "only: snippets can read files the pool's user can read", why)
         self._prefix = prefix or []
-        self._cfg = {"workdir": workdir, "memory_mb": memory_mb}
+        self._cfg = {"workdir": workdir, "memory_mb": memory_mb,
+                     "worker_bpf": seccomp.worker_filter().hex(),
+                     "child_bpf": seccomp.child_filter().hex()}
         self._workers = [_Worker(self._prefix, self._cfg)
                          for _ in range(num_workers or os.cpu_count() or 1)]
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._workdir)

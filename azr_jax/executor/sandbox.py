@@ -1,9 +1,9 @@
 """Sandbox worker ("zygote"): runs untrusted snippets, one forked child per run.
 
 pool.py starts this file as a script (inside bwrap where it can), in a clean environment with
-PYTHONHASHSEED=0. It imports only the standard library and pyseccomp, pre-imports the modules
-snippets commonly use, compiles the seccomp filter once, and then forks a child per run: forking
-an initialised interpreter costs well under a millisecond, a fresh interpreter tens of them.
+PYTHONHASHSEED=0. It imports only the standard library, pre-imports the modules snippets commonly
+use, and then forks a child per run: forking an initialised interpreter costs well under a
+millisecond, starting a fresh one tens of them. The seccomp filter arrives compiled, as BPF.
 
 Snippets never run in this process. A child locks itself down (own session, rlimits, seccomp),
 runs the code and writes one JSON line to a pipe of its own. This process relays what it
@@ -25,13 +25,13 @@ import resource
 import select
 import signal
 import sys
-import tempfile
 import time
 
 # Modules AZR-style snippets import most; importing them here makes `import` free in children.
+# (Not statistics: it pulls in random and hashlib, whose libraries make every fork slower.)
 PREIMPORT = (
     "abc bisect collections collections.abc copy dataclasses decimal enum fractions functools "
-    "heapq itertools json math numbers operator re statistics string typing unicodedata"
+    "heapq itertools json math numbers operator re string typing"
 )
 INT_MAX_STR_DIGITS = 100_000  # default is 4300; big-int programs are legitimate, the timeout bounds cost
 STDOUT_CHARS = 2_000          # captured print output kept per run
@@ -50,56 +50,16 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def compile_seccomp():
-    """Build the syscall filter with libseccomp once and return it as a ready BPF program.
-
-    Default allow, with everything dangerous answered by EPERM: no new processes or threads,
-    no exec, no signals to other processes, no sockets, no file creation, modification or
-    deletion, no raising rlimits, no namespace/mount/module/ptrace/bpf tricks. Children load
-    the exported BPF with one prctl instead of regenerating it per run.
-    """
-    import errno
-    import pyseccomp as sc
-
-    flt = sc.SyscallFilter(sc.ALLOW)
-    deny, nosys = sc.ERRNO(errno.EPERM), sc.ERRNO(errno.ENOSYS)
-
-    def rule(action, name, *args):
-        try:
-            flt.add_rule(action, name, *args)
-        except (OSError, RuntimeError, ValueError):
-            pass  # syscall absent on this architecture
-
-    for name in (
-        "fork vfork clone execve execveat ptrace process_vm_readv process_vm_writev "
-        "kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_open pidfd_send_signal "
-        "pidfd_getfd setrlimit socket socketpair creat unlink unlinkat rename renameat renameat2 "
-        "mkdir mkdirat rmdir link linkat symlink symlinkat chmod fchmod fchmodat chown fchown "
-        "lchown fchownat truncate ftruncate fallocate mknod mknodat utime utimes utimensat "
-        "futimesat setxattr lsetxattr fsetxattr removexattr lremovexattr fremovexattr mount "
-        "umount2 pivot_root chroot unshare setns reboot kexec_load kexec_file_load init_module "
-        "finit_module delete_module bpf perf_event_open userfaultfd keyctl add_key request_key "
-        "io_uring_setup io_uring_enter io_uring_register personality swapon swapoff syslog acct "
-        "settimeofday clock_settime adjtimex sethostname setdomainname iopl ioperm quotactl "
-        "name_to_handle_at open_by_handle_at setuid setgid setreuid setregid setresuid setresgid "
-        "setgroups setfsuid setfsgid setpgid setsid"
-    ).split():
-        rule(deny, name)
-    for name in ("clone3", "openat2"):  # arguments live in a struct seccomp cannot inspect
-        rule(nosys, name)
-    rule(deny, "prlimit64", sc.Arg(2, sc.NE, 0))  # reading limits is fine, setting is not
-    write_flags = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND, 0o20000000)
-    for flag in write_flags:  # 0o20000000 is __O_TMPFILE
-        rule(deny, "open", sc.Arg(1, sc.MASKED_EQ, flag, flag))
-        rule(deny, "openat", sc.Arg(2, sc.MASKED_EQ, flag, flag))
-
-    with tempfile.TemporaryFile() as f:
-        flt.export_bpf(f)
-        f.seek(0)
-        bpf = f.read()
+def seccomp_program(bpf_hex):
+    """Wrap the parent's BPF (see seccomp.py) as the struct sock_fprog prctl wants."""
+    bpf = bytes.fromhex(bpf_hex)
     buf = ctypes.create_string_buffer(bpf, len(bpf))
-    prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
-    return prog, buf  # keep buf alive alongside prog
+    return _SockFprog(len(bpf) // 8, ctypes.addressof(buf)), buf  # buf must stay alive
+
+
+def load_seccomp(prog):
+    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
 
 
 class _Capped:
@@ -215,9 +175,8 @@ def _perturb_heap(run_index):
 def _lock_down(result_fd, timeout, cfg, seccomp_prog):
     os.setsid()  # own process group: the zygote kills the group at the deadline
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
-        os.dup2(null, fd)
+        os.dup2(cfg["devnull_fd"], fd)
     os.closerange(3, result_fd)
     os.closerange(result_fd + 1, 1 << 20)  # the zygote's protocol pipes included
     os.chdir(cfg["workdir"])
@@ -227,10 +186,7 @@ def _lock_down(result_fd, timeout, cfg, seccomp_prog):
                      (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_NOFILE, NOFILE),
                      (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(res, (lim, lim + 1 if res == resource.RLIMIT_CPU else lim))
-    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
-    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(seccomp_prog), 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
+    load_seccomp(seccomp_prog)  # on top of the worker filter inherited from the zygote
 
 
 def _child(result_fd, code, call, job, run_index, cfg, seccomp_prog):
@@ -376,9 +332,14 @@ def main():
     sys.set_int_max_str_digits(INT_MAX_STR_DIGITS)
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     os.makedirs(cfg["workdir"], exist_ok=True)
-    seccomp_prog, _bpf = compile_seccomp()
+    cfg["devnull_fd"] = os.open(os.devnull, os.O_RDWR)  # the worker filter forbids this later
     for name in PREIMPORT.split():
         __import__(name)
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+    worker_prog, _ = seccomp_program(cfg["worker_bpf"])
+    load_seccomp(worker_prog)
+    seccomp_prog, _bpf = seccomp_program(cfg["child_bpf"])
     gc.collect()
     gc.freeze()  # keep the collector from touching (and copying) the zygote's pages in children
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
