@@ -43,7 +43,7 @@ _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER =
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # Captured before any snippet runs: a snippet may rebind the builtins' names, not these.
-_type, _repr, _len, _isfinite = type, repr, len, math.isfinite
+_type, _repr, _len, _id, _isfinite = type, repr, len, id, math.isfinite
 
 
 class _SockFprog(ctypes.Structure):
@@ -98,7 +98,7 @@ def encode_plain(value, max_chars):
     returned 10**8-element list costs max_chars of work. NaN/inf (not literals) and frozenset
     (no literal syntax) are rejected.
     """
-    out, budget = [], [max_chars]
+    out, budget, open_containers = [], [max_chars], set()
 
     def emit(s):
         budget[0] -= _len(s)
@@ -108,8 +108,6 @@ def encode_plain(value, max_chars):
 
     def walk(v, depth):
         t = _type(v)
-        if depth > 100:
-            raise _NotPlain("nested more than 100 levels")
         if t is int and v.bit_length() > 4 * max_chars:
             raise _TooLarge
         if t is float and not _isfinite(v) or t is complex and not (
@@ -117,34 +115,31 @@ def encode_plain(value, max_chars):
             raise _NotPlain("nan or inf")
         if t in (type(None), bool, int, float, complex, str, bytes):
             emit(_repr(v))
-        elif t is list or t is tuple:
-            emit("[" if t is list else "(")
-            for i, x in enumerate(v):
-                if i:
-                    emit(", ")
-                walk(x, depth + 1)
-            emit("]" if t is list else ("," if _len(v) == 1 else "") + ")")
+            return
+        if t not in (list, tuple, dict, set):
+            raise _NotPlain(f"output contains a {t.__name__!s:.60}")
+        if depth > 100:
+            raise _NotPlain("nested more than 100 levels")
+        if _id(v) in open_containers:
+            raise _NotPlain("a container contains itself")
+        open_containers.add(_id(v))
+        if t is set and not v:
+            emit("set()")
         elif t is dict:
             emit("{")
             for i, (k, x) in enumerate(v.items()):
-                if i:
-                    emit(", ")
+                emit(", " if i else "")
                 walk(k, depth + 1)
                 emit(": ")
                 walk(x, depth + 1)
             emit("}")
-        elif t is set:
-            if not v:
-                emit("set()")
-                return
-            emit("{")
-            for i, x in enumerate(v):
-                if i:
-                    emit(", ")
-                walk(x, depth + 1)
-            emit("}")
         else:
-            raise _NotPlain(f"output contains a {t.__name__!s:.60}")
+            emit({list: "[", tuple: "(", set: "{"}[t])
+            for i, x in enumerate(v):
+                emit(", " if i else "")
+                walk(x, depth + 1)
+            emit({list: "]", tuple: ",)" if _len(v) == 1 else ")", set: "}"}[t])
+        open_containers.discard(_id(v))
 
     walk(value, 0)
     return "".join(out)
@@ -329,6 +324,7 @@ def run_job(job, cfg, seccomp_prog):
 
 def main():
     cfg = json.loads(sys.argv[1])
+    sys.argv = [""]  # what snippets see, as under `python -c`
     sys.set_int_max_str_digits(INT_MAX_STR_DIGITS)
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     os.makedirs(cfg["workdir"], exist_ok=True)
