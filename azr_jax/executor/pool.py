@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 
@@ -152,6 +153,7 @@ class ExecutorPool:
                      "child_bpf": seccomp.child_filter().hex()}
         self._workers = [_Worker(self._prefix, self._cfg)
                          for _ in range(num_workers or os.cpu_count() or 1)]
+        self._lock = threading.Lock()  # one batch at a time; callers may share the pool
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._workdir)
 
     def close(self):
@@ -295,6 +297,10 @@ class ExecutorPool:
         A chunk whose worker dies or overruns is retried one job at a time on a fresh worker;
         a single job that fails that way again gets a sandbox_error.
         """
+        with self._lock:
+            return self._dispatch(jobs)
+
+    def _dispatch(self, jobs):
         results = [None] * len(jobs)
         size = max(1, min(16, math.ceil(len(jobs) / (4 * len(self._workers)))))
         pending = collections.deque(
