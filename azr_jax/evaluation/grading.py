@@ -42,11 +42,14 @@ def extract_code(response: str, strictness: str) -> str | None:
 
 
 def humaneval_program(problem: B.Problem, code: str) -> str:
-    """A response may hold just the body of the function: then the prompt's signature goes first."""
-    entry = problem.meta["entry_point"]
-    if f"def {entry}" not in code and "prompt" in problem.meta:
-        return problem.meta["prompt"] + code
-    return code
+    """The program to test for a HumanEval-style prompt. A response holding just the function body
+    gets the prompt's signature in front; a full function gets the prompt's imports (its type hints
+    use them, e.g. `List`)."""
+    prompt, entry = problem.meta["prompt"], problem.meta["entry_point"]
+    if f"def {entry}" not in code:
+        return prompt + code
+    imports = [line for line in prompt.splitlines() if line.startswith(("import ", "from "))]
+    return "\n".join(imports + [code]) if imports else code
 
 
 def test_program(kind: str, problem: B.Problem, code: str) -> str:
