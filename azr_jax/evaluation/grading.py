@@ -42,9 +42,8 @@ def extract_code(response: str, strictness: str) -> str | None:
 
 
 def humaneval_program(problem: B.Problem, code: str) -> str:
-    """The program to test for a HumanEval-style prompt. A response holding just the function body
-    gets the prompt's signature in front; a full function gets the prompt's imports (its type hints
-    use them, e.g. `List`)."""
+    """The program to test for a HumanEval-style prompt: a full function gets the prompt's imports
+    (its type hints use them, e.g. `List`); anything else is taken as a completion of the prompt."""
     prompt, entry = problem.meta["prompt"], problem.meta["entry_point"]
     if f"def {entry}" not in code:
         return prompt + code
