@@ -4,9 +4,9 @@ Layers are stacked along a leading "layers" axis and run with `jax.lax.scan`, so
 compiles as fast as a 1-layer one. Weights are stored as `x @ W` with the heads split out
 (q: [embed, heads, head_dim]), which is what the sharding rules name.
 
-Attention works on "slots": a query at slot t sees every valid key at a slot <= t. Without a cache
-the slots are the sequence positions; with a `KVCache` new keys are written at `cache.index` and
-queries attend to everything written so far. Left padding is handled by the validity mask, and rotary
+Attention of new tokens covers the valid cache slots and, causally, the new tokens themselves; the
+new keys and values are written into the cache once, after the layer loop, so the large cache is
+only read inside the loop (no per-layer copies). Left padding is handled by the validity mask, and rotary
 positions are passed in explicitly, so padded and unpadded rows give the same numbers.
 """
 
@@ -84,16 +84,28 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
   return scale.astype(x.dtype) * y.astype(x.dtype)
 
 
-def attention(q, k, v, q_slots, kv_valid):
-  """Grouped-query attention over slots. q: [B,T,H,D]; k, v: [B,S,K,D]; q_slots: [T]; kv_valid: [B,S]."""
+def attention(q, k, v, valid, cache_k=None, cache_v=None, cache_valid=None):
+  """Grouped-query attention of new tokens over the cache and over themselves (causally).
+
+  q: [B,T,H,D]; k, v: [B,T,K,D] the new tokens; valid: [B,T]. The cache (k, v: [B,S,K,D], valid
+  [B,S]) holds earlier tokens only, so every valid cache slot is visible to every query. The two
+  score blocks share one softmax, which avoids writing the new keys into the cache before attending.
+  """
   b, t, h, d = q.shape
   n_kv = k.shape[2]
-  q = q.reshape(b, t, n_kv, h // n_kv, d)
-  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / np.sqrt(d)
-  mask = (jnp.arange(k.shape[1])[None, :] <= q_slots[:, None])[None] & kv_valid[:, None, :]  # [B,T,S]
-  scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
+  q = q.reshape(b, t, n_kv, h // n_kv, d) / np.sqrt(d).astype(q.dtype)
+  causal = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]  # [B,T,T]
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+  scores = jnp.where(causal[:, None, None], scores, _MASK_VALUE)
+  if cache_k is not None:
+    past = jnp.einsum("btkgd,bskd->bkgts", q, cache_k.astype(q.dtype), preferred_element_type=jnp.float32)
+    past = jnp.where(cache_valid[:, None, None, None, :], past, _MASK_VALUE)
+    scores = jnp.concatenate([past, scores], axis=-1)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+  s = 0 if cache_k is None else cache_k.shape[1]
+  out = jnp.einsum("bkgts,bskd->btkgd", probs[..., s:], v)
+  if cache_k is not None:
+    out = out + jnp.einsum("bkgts,bskd->btkgd", probs[..., :s], cache_v.astype(v.dtype))
   return out.reshape(b, t, h, d)
 
 
@@ -142,8 +154,8 @@ class Transformer(nnx.Module):
   def _layer_weights(self) -> dict[str, jax.Array]:
     return {name: getattr(self, name)[...] for name in self.LAYER_PARAMS if hasattr(self, name)}
 
-  def _block(self, x, w, positions, q_slots, kv, kv_valid, write_index):
-    """One decoder layer. kv is None (no cache) or this layer's (k, v) cache slabs."""
+  def _block(self, x, w, positions, valid, cache_kv=None, cache_valid=None):
+    """One decoder layer; returns the new activations and this layer's new keys and values."""
     cfg, cdt = self.cfg, jnp.dtype(self.cfg.compute_dtype)
     w = jax.tree.map(lambda a: a.astype(cdt), w)
     inv_freq = rope_frequencies(cfg)
@@ -154,17 +166,12 @@ class Transformer(nnx.Module):
     if cfg.qkv_bias:
       q, k, v = q + w["q_bias"], k + w["k_bias"], v + w["v_bias"]
     q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-    if kv is not None:
-      ck, cv = kv
-      k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), write_index, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), write_index, axis=1)
-      kv = (k, v)
-    attn = attention(q, k.astype(cdt), v.astype(cdt), q_slots, kv_valid)
+    attn = attention(q, k, v, valid, *(cache_kv or (None, None)), cache_valid)
     x = x + jnp.einsum("bthd,hde->bte", attn, w["o"])
     hn = rms_norm(x, w["mlp_norm"], cfg.rms_norm_eps)
     mlp = jax.nn.silu(jnp.einsum("bte,em->btm", hn, w["gate"])) * jnp.einsum("bte,em->btm", hn, w["up"])
     x = x + jnp.einsum("btm,me->bte", constrain(mlp, ("batch", "seq", "mlp")), w["down"])
-    return constrain(x, ("batch", "seq", None)), kv
+    return constrain(x, ("batch", "seq", None)), (k, v)
 
   def hidden(self, tokens: jax.Array, positions: jax.Array, token_valid: jax.Array | None = None,
              cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
@@ -178,26 +185,22 @@ class Transformer(nnx.Module):
       token_valid = jnp.ones(tokens.shape, bool)
     x = constrain(self.embed[...].astype(cdt)[tokens], ("batch", "seq", None))
     weights = self._layer_weights()
-    t = tokens.shape[1]
-
     if cache is None:
-      q_slots = jnp.arange(t)
-
       def body(x, w):
-        return self._block(x, w, positions, q_slots, None, token_valid, None)[0], None
+        return self._block(x, w, positions, token_valid)[0], None
 
       x, _ = jax.lax.scan(_remat(body, cfg.remat), x, weights)
     else:
-      q_slots = cache.index + jnp.arange(t)
-      valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, cache.index, axis=1)
+      def body(x, layer):
+        w, ck, cv = layer
+        return self._block(x, w, positions, token_valid, (ck, cv), cache.valid)
 
-      def body(carry, w):
-        x, ck, cv, i = carry
-        x, (lk, lv) = self._block(x, w, positions, q_slots, (ck[i], cv[i]), valid, cache.index)
-        return (x, ck.at[i].set(lk), cv.at[i].set(lv), i + 1), None
-
-      (x, ck, cv, _), _ = jax.lax.scan(body, (x, cache.k, cache.v, 0), weights)
-      cache = KVCache(ck, cv, valid, cache.index + t)
+      x, (k, v) = jax.lax.scan(body, x, (weights, cache.k, cache.v))
+      # One in-place write of every layer's new keys and values, after the layer loop.
+      write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), cache.index, axis=2)  # noqa: E731
+      cache = KVCache(write(cache.k, k), write(cache.v, v),
+                      jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, cache.index, axis=1),
+                      cache.index + tokens.shape[1])
     return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache
 
   def logits(self, h: jax.Array) -> jax.Array:
