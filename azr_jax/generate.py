@@ -24,28 +24,37 @@ _DTYPE = flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], 
 
 
 def main(argv):
-  del argv
-  import jax
+    del argv
+    import jax
 
-  from azr_jax.checkpoints import CheckpointError, load_hf_checkpoint, load_tokenizer
-  from azr_jax.model import make_mesh
-  from azr_jax.sampling import Sampler, SamplingParams
+    from azr_jax.checkpoints import CheckpointError, load_hf_checkpoint, load_tokenizer
+    from azr_jax.model import make_mesh
+    from azr_jax.sampling import Sampler, SamplingParams
 
-  try:
-    model = load_hf_checkpoint(_CHECKPOINT.value, make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.devices()[:1]),
-                               compute_dtype=_DTYPE.value)
-    tokenizer = load_tokenizer(_CHECKPOINT.value)
-  except CheckpointError as e:
-    sys.exit(f"error: {e}")
-  prompt = _PROMPT.value
-  if _CHAT.value:
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-  params = SamplingParams(max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value, top_p=_TOP_P.value,
-                          top_k=_TOP_K.value, n=_N.value)
-  for text in Sampler(model, tokenizer).generate_text([prompt], params, seed=_SEED.value)[0]:
-    print(text)
+    try:
+        model = load_hf_checkpoint(
+            _CHECKPOINT.value,
+            make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.devices()[:1]),
+            compute_dtype=_DTYPE.value,
+        )
+        tokenizer = load_tokenizer(_CHECKPOINT.value)
+    except CheckpointError as e:
+        sys.exit(f"error: {e}")
+    prompt = _PROMPT.value
+    if _CHAT.value:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    params = SamplingParams(
+        max_new_tokens=_MAX_NEW.value,
+        temperature=_TEMPERATURE.value,
+        top_p=_TOP_P.value,
+        top_k=_TOP_K.value,
+        n=_N.value,
+    )
+    for text in Sampler(model, tokenizer).generate_text([prompt], params, seed=_SEED.value)[0]:
+        print(text)
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

@@ -9,44 +9,53 @@ import pytest  # noqa: E402
 
 
 def _save_tiny(path, kind: str, tied: bool):
-  import torch
-  from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-  torch.manual_seed({"qwen2": 0, "llama": 1}[kind] + 10 * tied)
-  common = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=512, rope_theta=10000.0, tie_word_embeddings=tied)
-  if kind == "qwen2":
-    model = Qwen2ForCausalLM(Qwen2Config(**common))
-  else:
-    model = LlamaForCausalLM(LlamaConfig(rms_norm_eps=1e-5, **common))
-  with torch.no_grad():  # random norms and biases, so that a swapped or dropped one shows in the logits
-    for name, p in model.named_parameters():
-      if name.endswith("bias") or "norm" in name:
-        p.copy_(1.0 + 0.1 * torch.randn_like(p) if "norm" in name else 0.1 * torch.randn_like(p))
-  model.save_pretrained(path)
-  return str(path)
+    torch.manual_seed({"qwen2": 0, "llama": 1}[kind] + 10 * tied)
+    common = dict(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=10000.0,
+        tie_word_embeddings=tied,
+    )
+    if kind == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(rms_norm_eps=1e-5, **common))
+    with torch.no_grad():  # random norms and biases, so that a swapped or dropped one shows in the logits
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p) if "norm" in name else 0.1 * torch.randn_like(p))
+    model.save_pretrained(path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
-  """name -> directory of a tiny random model saved with `save_pretrained`."""
-  root = tmp_path_factory.mktemp("tiny")
-  return {
-      "qwen2-tied": _save_tiny(root / "qwen2-tied", "qwen2", True),
-      "qwen2-untied": _save_tiny(root / "qwen2-untied", "qwen2", False),
-      "llama": _save_tiny(root / "llama", "llama", False),
-  }
+    """name -> directory of a tiny random model saved with `save_pretrained`."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "qwen2-tied": _save_tiny(root / "qwen2-tied", "qwen2", True),
+        "qwen2-untied": _save_tiny(root / "qwen2-untied", "qwen2", False),
+        "llama": _save_tiny(root / "llama", "llama", False),
+    }
 
 
 @pytest.fixture(scope="session")
 def embedded_model_dir():
-  """Converted Hugging Face directory of an embedded GGUF model (converted once, then cached)."""
-  from azr_jax.checkpoints import gguf_models
+    """Converted Hugging Face directory of an embedded GGUF model (converted once, then cached)."""
+    from azr_jax.checkpoints import gguf_models
 
-  def get(name):
-    try:
-      return gguf_models.ensure_converted(name)
-    except gguf_models.ModelNotInstalled as e:
-      pytest.fail(str(e))
+    def get(name):
+        try:
+            return gguf_models.ensure_converted(name)
+        except gguf_models.ModelNotInstalled as e:
+            pytest.fail(str(e))
 
-  return get
+    return get

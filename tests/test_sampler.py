@@ -13,107 +13,116 @@ from azr_jax.sampling import Sampler, SamplingParams, filter_logits, sample_logi
 
 
 class ByteTokenizer:
-  """Tokenizer for the 256-token random models: one token per byte; 0 is eos/pad."""
-  eos_token_id = pad_token_id = 0
+    """Tokenizer for the 256-token random models: one token per byte; 0 is eos/pad."""
 
-  def decode(self, ids, skip_special_tokens=True):
-    return bytes(int(i) for i in ids if not (skip_special_tokens and i == 0)).decode("latin-1")
+    eos_token_id = pad_token_id = 0
 
-  def __call__(self, text, add_special_tokens=False):
-    class Encoded:
-      input_ids = list(text.encode("latin-1"))
-    return Encoded()
+    def decode(self, ids, skip_special_tokens=True):
+        return bytes(int(i) for i in ids if not (skip_special_tokens and i == 0)).decode("latin-1")
+
+    def __call__(self, text, add_special_tokens=False):
+        class Encoded:
+            input_ids = list(text.encode("latin-1"))
+
+        return Encoded()
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_checkpoints):
-  path = tiny_checkpoints["qwen2-untied"]
-  model = load_hf_checkpoint(path, make_mesh((1, 1, 1), jax.devices()[:1]), compute_dtype="float32")
-  return path, model, Sampler(model, ByteTokenizer())
+    path = tiny_checkpoints["qwen2-untied"]
+    model = load_hf_checkpoint(path, make_mesh((1, 1, 1), jax.devices()[:1]), compute_dtype="float32")
+    return path, model, Sampler(model, ByteTokenizer())
 
 
 PROMPTS = [[5, 17, 99, 3, 250, 41, 8], [77, 1, 2], [200, 100, 50, 25, 12]]
 
 
 def test_greedy_matches_transformers_generate(tiny):
-  path, _, sampler = tiny
-  ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-  out = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=64, stop_token_ids=()))
-  for row, prompt in enumerate(PROMPTS):
-    with torch.no_grad():
-      expected = ref.generate(torch.tensor([prompt]), max_new_tokens=64, min_new_tokens=64, do_sample=False,
-                              pad_token_id=0, eos_token_id=None)[0, len(prompt):].tolist()
-    assert out.tokens[row].tolist() == expected
-  assert (out.lengths == 64).all() and not out.done.any()
+    path, _, sampler = tiny
+    ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    out = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=64, stop_token_ids=()))
+    for row, prompt in enumerate(PROMPTS):
+        with torch.no_grad():
+            expected = ref.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=64,
+                min_new_tokens=64,
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=None,
+            )[0, len(prompt) :].tolist()
+        assert out.tokens[row].tolist() == expected
+    assert (out.lengths == 64).all() and not out.done.any()
 
 
 def test_batch_equals_each_prompt_alone(tiny):
-  _, _, sampler = tiny
-  params = SamplingParams(max_new_tokens=24, stop_token_ids=())
-  batched = sampler.generate(PROMPTS, params)
-  for row, prompt in enumerate(PROMPTS):
-    alone = sampler.generate([prompt], params)
-    np.testing.assert_array_equal(batched.tokens[row], alone.tokens[0])
+    _, _, sampler = tiny
+    params = SamplingParams(max_new_tokens=24, stop_token_ids=())
+    batched = sampler.generate(PROMPTS, params)
+    for row, prompt in enumerate(PROMPTS):
+        alone = sampler.generate([prompt], params)
+        np.testing.assert_array_equal(batched.tokens[row], alone.tokens[0])
 
 
 def test_logprobs_equal_a_fresh_forward_pass(tiny):
-  _, model, sampler = tiny
-  out = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=16, temperature=1.0, stop_token_ids=()), seed=3)
-  for row, prompt in enumerate(PROMPTS):
-    seq = jnp.asarray([prompt + out.tokens[row].tolist()])
-    logits, _ = model(seq, positions_from_mask(jnp.ones(seq.shape, bool)))
-    logp = jax.nn.log_softmax(logits[0, len(prompt) - 1:-1], axis=-1)
-    expected = np.take_along_axis(np.asarray(logp), out.tokens[row][:, None], axis=-1)[:, 0]
-    np.testing.assert_allclose(out.logprobs[row], expected, atol=1e-4)
+    _, model, sampler = tiny
+    out = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=16, temperature=1.0, stop_token_ids=()), seed=3)
+    for row, prompt in enumerate(PROMPTS):
+        seq = jnp.asarray([prompt + out.tokens[row].tolist()])
+        logits, _ = model(seq, positions_from_mask(jnp.ones(seq.shape, bool)))
+        logp = jax.nn.log_softmax(logits[0, len(prompt) - 1 : -1], axis=-1)
+        expected = np.take_along_axis(np.asarray(logp), out.tokens[row][:, None], axis=-1)[:, 0]
+        np.testing.assert_allclose(out.logprobs[row], expected, atol=1e-4)
 
 
 def test_top_k_and_top_p_keep_exactly_the_right_support():
-  logits = jnp.log(jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15], [0.2, 0.2, 0.2, 0.2, 0.2]]))
-  support = lambda x: (np.asarray(x) > -np.inf).astype(int).tolist()  # noqa: E731
-  assert support(filter_logits(logits, 1.0, 2)) == [[0, 1, 0, 1, 0], [1, 1, 0, 0, 0]]
-  # Sorted masses 0.4, 0.3, 0.15, ...: 0.4 < 0.7, 0.7 reaches 0.7 exactly -> {1, 3}; 0.71 needs 0.15 too.
-  assert support(filter_logits(logits[:1], 0.7, 0)) == [[0, 1, 0, 1, 0]]
-  assert support(filter_logits(logits[:1], 0.71, 0)) == [[0, 1, 0, 1, 1]]
-  assert support(filter_logits(logits[:1], 0.3, 0)) == [[0, 1, 0, 0, 0]]  # the top token always stays
-  assert support(filter_logits(logits[:1], 0.9, 2)) == [[0, 1, 0, 1, 0]]
-  keys = jax.random.split(jax.random.key(0), 2000)
-  draws = jax.vmap(lambda k: sample_logits(k, logits[:1], 1.0, 0.71, 0))(keys)
-  assert set(np.asarray(draws).ravel().tolist()) == {1, 3, 4}
+    logits = jnp.log(jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15], [0.2, 0.2, 0.2, 0.2, 0.2]]))
+    support = lambda x: (np.asarray(x) > -np.inf).astype(int).tolist()  # noqa: E731
+    assert support(filter_logits(logits, 1.0, 2)) == [[0, 1, 0, 1, 0], [1, 1, 0, 0, 0]]
+    # Sorted masses 0.4, 0.3, 0.15, ...: 0.4 < 0.7, 0.7 reaches 0.7 exactly -> {1, 3}; 0.71 needs 0.15 too.
+    assert support(filter_logits(logits[:1], 0.7, 0)) == [[0, 1, 0, 1, 0]]
+    assert support(filter_logits(logits[:1], 0.71, 0)) == [[0, 1, 0, 1, 1]]
+    assert support(filter_logits(logits[:1], 0.3, 0)) == [[0, 1, 0, 0, 0]]  # the top token always stays
+    assert support(filter_logits(logits[:1], 0.9, 2)) == [[0, 1, 0, 1, 0]]
+    keys = jax.random.split(jax.random.key(0), 2000)
+    draws = jax.vmap(lambda k: sample_logits(k, logits[:1], 1.0, 0.71, 0))(keys)
+    assert set(np.asarray(draws).ravel().tolist()) == {1, 3, 4}
 
 
 def test_same_key_same_samples_and_n_per_prompt(tiny):
-  _, _, sampler = tiny
-  params = SamplingParams(max_new_tokens=12, temperature=1.0, n=4, stop_token_ids=())
-  a, b = sampler.generate(PROMPTS, params, seed=7), sampler.generate(PROMPTS, params, seed=7)
-  c = sampler.generate(PROMPTS, params, seed=8)
-  np.testing.assert_array_equal(a.tokens, b.tokens)
-  assert not np.array_equal(a.tokens, c.tokens)
-  assert a.tokens.shape == (12, 12) and a.prompt_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-  assert len({tuple(t) for t in a.tokens[:4].tolist()}) > 1  # the n samples of one prompt differ
+    _, _, sampler = tiny
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, n=4, stop_token_ids=())
+    a, b = sampler.generate(PROMPTS, params, seed=7), sampler.generate(PROMPTS, params, seed=7)
+    c = sampler.generate(PROMPTS, params, seed=8)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert not np.array_equal(a.tokens, c.tokens)
+    assert a.tokens.shape == (12, 12) and a.prompt_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert len({tuple(t) for t in a.tokens[:4].tolist()}) > 1  # the n samples of one prompt differ
 
 
 def test_stop_tokens_and_strings_end_sequences(tiny):
-  _, _, sampler = tiny
-  free = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=20, stop_token_ids=()))
-  stop = int(free.tokens[0, 5])
-  out = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=20, stop_token_ids=(stop,)))
-  first = free.tokens[0].tolist().index(stop)
-  assert out.done[0] and out.lengths[0] == first + 1
-  assert out.tokens[0, :first + 1].tolist() == free.tokens[0, :first + 1].tolist()
-  assert not out.tokens[0, first + 1:].any() and not out.logprobs[0, first + 1:].any()
-  text = free.texts[1]
-  needle = text[3:5]
-  cut = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=20, stop_token_ids=(), stop_strings=(needle,)))
-  assert cut.texts[1] == text[:text.index(needle) + len(needle)] and cut.done[1]
-  assert not cut.tokens[1, cut.lengths[1]:].any()
+    _, _, sampler = tiny
+    free = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=20, stop_token_ids=()))
+    stop = int(free.tokens[0, 5])
+    out = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=20, stop_token_ids=(stop,)))
+    first = free.tokens[0].tolist().index(stop)
+    assert out.done[0] and out.lengths[0] == first + 1
+    assert out.tokens[0, : first + 1].tolist() == free.tokens[0, : first + 1].tolist()
+    assert not out.tokens[0, first + 1 :].any() and not out.logprobs[0, first + 1 :].any()
+    text = free.texts[1]
+    needle = text[3:5]
+    cut = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=20, stop_token_ids=(), stop_strings=(needle,)))
+    assert cut.texts[1] == text[: text.index(needle) + len(needle)] and cut.done[1]
+    assert not cut.tokens[1, cut.lengths[1] :].any()
 
 
 def test_sharded_mesh_gives_the_same_tokens(tiny_checkpoints, tiny):
-  _, _, sampler = tiny
-  params = SamplingParams(max_new_tokens=16, stop_token_ids=())
-  model = load_hf_checkpoint(tiny_checkpoints["qwen2-untied"], make_mesh({"data": 2, "fsdp": 2, "tensor": 2}),
-                             compute_dtype="float32")
-  sharded = Sampler(model, ByteTokenizer()).generate(PROMPTS + [[9, 9]], params)
-  single = sampler.generate(PROMPTS + [[9, 9]], params)
-  np.testing.assert_array_equal(sharded.tokens, single.tokens)
-  assert model.q[...].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+    _, _, sampler = tiny
+    params = SamplingParams(max_new_tokens=16, stop_token_ids=())
+    model = load_hf_checkpoint(
+        tiny_checkpoints["qwen2-untied"], make_mesh({"data": 2, "fsdp": 2, "tensor": 2}), compute_dtype="float32"
+    )
+    sharded = Sampler(model, ByteTokenizer()).generate(PROMPTS + [[9, 9]], params)
+    single = sampler.generate(PROMPTS + [[9, 9]], params)
+    np.testing.assert_array_equal(sharded.tokens, single.tokens)
+    assert model.q[...].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)

@@ -35,37 +35,38 @@ LOGICAL_AXIS_RULES: dict[str, tuple[str, ...]] = {
 
 
 def make_mesh(shape: dict[str, int] | Sequence[int], devices=None) -> Mesh:
-  """Builds a (data, fsdp, tensor) mesh; one entry may be -1, meaning all the remaining devices."""
-  devices = list(jax.devices() if devices is None else devices)
-  sizes = [shape[a] for a in MESH_AXES] if isinstance(shape, dict) else list(shape)
-  if len(sizes) != len(MESH_AXES):
-    raise ValueError(f"mesh shape {shape} must give sizes for {MESH_AXES}")
-  if sizes.count(-1) > 1:
-    raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
-  known = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    if len(devices) % known:
-      raise ValueError(f"mesh shape {shape} does not divide the {len(devices)} devices")
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
-    raise ValueError(f"mesh shape {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
-                     f"there are {len(devices)}")
-  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+    """Builds a (data, fsdp, tensor) mesh; one entry may be -1, meaning all the remaining devices."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [shape[a] for a in MESH_AXES] if isinstance(shape, dict) else list(shape)
+    if len(sizes) != len(MESH_AXES):
+        raise ValueError(f"mesh shape {shape} must give sizes for {MESH_AXES}")
+    if sizes.count(-1) > 1:
+        raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"mesh shape {shape} does not divide the {len(devices)} devices")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(
+            f"mesh shape {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, " f"there are {len(devices)}"
+        )
+    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
 def logical_to_spec(axes: Sequence[str | None], mesh: Mesh, shape: Sequence[int] | None = None) -> P:
-  """PartitionSpec for an array whose dimensions have these logical names."""
-  spec, used = [], set()
-  for i, name in enumerate(axes):
-    if name is not None and name not in LOGICAL_AXIS_RULES:
-      raise KeyError(f"logical axis {name!r} has no rule in LOGICAL_AXIS_RULES")
-    mesh_axes = tuple(a for a in LOGICAL_AXIS_RULES.get(name, ()) if mesh.shape[a] > 1 and a not in used)
-    if shape is not None and shape[i] % math.prod(mesh.shape[a] for a in mesh_axes):
-      mesh_axes = ()
-    used.update(mesh_axes)
-    spec.append(mesh_axes[0] if len(mesh_axes) == 1 else (mesh_axes or None))
-  return P(*spec)
+    """PartitionSpec for an array whose dimensions have these logical names."""
+    spec, used = [], set()
+    for i, name in enumerate(axes):
+        if name is not None and name not in LOGICAL_AXIS_RULES:
+            raise KeyError(f"logical axis {name!r} has no rule in LOGICAL_AXIS_RULES")
+        mesh_axes = tuple(a for a in LOGICAL_AXIS_RULES.get(name, ()) if mesh.shape[a] > 1 and a not in used)
+        if shape is not None and shape[i] % math.prod(mesh.shape[a] for a in mesh_axes):
+            mesh_axes = ()
+        used.update(mesh_axes)
+        spec.append(mesh_axes[0] if len(mesh_axes) == 1 else (mesh_axes or None))
+    return P(*spec)
 
 
 def logical_sharding(axes: Sequence[str | None], mesh: Mesh, shape: Sequence[int] | None = None) -> NamedSharding:
-  return NamedSharding(mesh, logical_to_spec(axes, mesh, shape))
+    return NamedSharding(mesh, logical_to_spec(axes, mesh, shape))

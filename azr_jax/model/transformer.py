@@ -26,197 +26,217 @@ _MASK_VALUE = float(np.finfo(np.float32).min)
 
 
 class KVCache(NamedTuple):
-  k: jax.Array  # [layers, batch, slots, kv_heads, head_dim]
-  v: jax.Array
-  valid: jax.Array  # [batch, slots] bool: the slot holds a real (not padding) token
-  index: jax.Array  # int32 scalar: the next slot to write
+    k: jax.Array  # [layers, batch, slots, kv_heads, head_dim]
+    v: jax.Array
+    valid: jax.Array  # [batch, slots] bool: the slot holds a real (not padding) token
+    index: jax.Array  # int32 scalar: the next slot to write
 
-  @classmethod
-  def create(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.bfloat16) -> "KVCache":
-    shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
-    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, slots), bool),
-               jnp.zeros((), jnp.int32))
+    @classmethod
+    def create(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.bfloat16) -> "KVCache":
+        shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
+        return cls(
+            jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32)
+        )
 
-  @staticmethod
-  def logical_axes() -> "KVCache":
-    kv = ("layers", "batch", "cache_seq", "kv_heads", "head_dim")
-    return KVCache(kv, kv, ("batch", "cache_seq"), ())
+    @staticmethod
+    def logical_axes() -> "KVCache":
+        kv = ("layers", "batch", "cache_seq", "kv_heads", "head_dim")
+        return KVCache(kv, kv, ("batch", "cache_seq"), ())
 
 
 def constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
-  """Sharding constraint by logical axes, when a mesh is set (`jax.set_mesh`); a no-op otherwise."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return x
-  return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, mesh, x.shape))
+    """Sharding constraint by logical axes, when a mesh is set (`jax.set_mesh`); a no-op otherwise."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, mesh, x.shape))
 
 
 def rope_frequencies(cfg: ModelConfig) -> np.ndarray:
-  """Inverse frequencies, float32 as Hugging Face computes them (with Llama 3.1 scaling if set)."""
-  d = cfg.head_dim
-  inv = (1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d))))
-  inv = inv.astype(np.float32)
-  if cfg.rope_scaling:
-    s = dict(cfg.rope_scaling)
-    old = s["original_max_position_embeddings"]
-    low_wavelen, high_wavelen = old / s["low_freq_factor"], old / s["high_freq_factor"]
-    wavelen = 2 * np.pi / inv
-    scaled = np.where(wavelen > low_wavelen, inv / s["factor"], inv)
-    smooth = (old / wavelen - s["low_freq_factor"]) / (s["high_freq_factor"] - s["low_freq_factor"])
-    smoothed = (1 - smooth) * scaled / s["factor"] + smooth * scaled
-    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
-    inv = np.where(medium, smoothed, scaled).astype(np.float32)
-  return inv
+    """Inverse frequencies, float32 as Hugging Face computes them (with Llama 3.1 scaling if set)."""
+    d = cfg.head_dim
+    inv = 1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d)))
+    inv = inv.astype(np.float32)
+    if cfg.rope_scaling:
+        s = dict(cfg.rope_scaling)
+        old = s["original_max_position_embeddings"]
+        low_wavelen, high_wavelen = old / s["low_freq_factor"], old / s["high_freq_factor"]
+        wavelen = 2 * np.pi / inv
+        scaled = np.where(wavelen > low_wavelen, inv / s["factor"], inv)
+        smooth = (old / wavelen - s["low_freq_factor"]) / (s["high_freq_factor"] - s["low_freq_factor"])
+        smoothed = (1 - smooth) * scaled / s["factor"] + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        inv = np.where(medium, smoothed, scaled).astype(np.float32)
+    return inv
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-  """Rotary embedding in the rotate-half layout. x: [B, T, N, D], positions: [B, T]."""
-  freqs = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, D/2]
-  emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
-  cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
-  x1, x2 = jnp.split(x, 2, axis=-1)
-  return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+    """Rotary embedding in the rotate-half layout. x: [B, T, N, D], positions: [B, T]."""
+    freqs = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, D/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
-  xf = x.astype(jnp.float32)
-  y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
-  return scale.astype(x.dtype) * y.astype(x.dtype)
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return scale.astype(x.dtype) * y.astype(x.dtype)
 
 
 def attention(q, k, v, valid, cache_k=None, cache_v=None, cache_valid=None):
-  """Grouped-query attention of new tokens over the cache and over themselves (causally).
+    """Grouped-query attention of new tokens over the cache and over themselves (causally).
 
-  q: [B,T,H,D]; k, v: [B,T,K,D] the new tokens; valid: [B,T]. The cache (k, v: [B,S,K,D], valid
-  [B,S]) holds earlier tokens only, so every valid cache slot is visible to every query. The two
-  score blocks share one softmax, which avoids writing the new keys into the cache before attending.
-  """
-  b, t, h, d = q.shape
-  n_kv = k.shape[2]
-  q = q.reshape(b, t, n_kv, h // n_kv, d) / np.sqrt(d).astype(q.dtype)
-  causal = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]  # [B,T,T]
-  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-  scores = jnp.where(causal[:, None, None], scores, _MASK_VALUE)
-  if cache_k is not None:
-    past = jnp.einsum("btkgd,bskd->bkgts", q, cache_k.astype(q.dtype), preferred_element_type=jnp.float32)
-    past = jnp.where(cache_valid[:, None, None, None, :], past, _MASK_VALUE)
-    scores = jnp.concatenate([past, scores], axis=-1)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  s = 0 if cache_k is None else cache_k.shape[1]
-  out = jnp.einsum("bkgts,bskd->btkgd", probs[..., s:], v)
-  if cache_k is not None:
-    out = out + jnp.einsum("bkgts,bskd->btkgd", probs[..., :s], cache_v.astype(v.dtype))
-  return out.reshape(b, t, h, d)
+    q: [B,T,H,D]; k, v: [B,T,K,D] the new tokens; valid: [B,T]. The cache (k, v: [B,S,K,D], valid
+    [B,S]) holds earlier tokens only, so every valid cache slot is visible to every query. The two
+    score blocks share one softmax, which avoids writing the new keys into the cache before attending.
+    """
+    b, t, h, d = q.shape
+    n_kv = k.shape[2]
+    q = q.reshape(b, t, n_kv, h // n_kv, d) / np.sqrt(d).astype(q.dtype)
+    causal = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]  # [B,T,T]
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.where(causal[:, None, None], scores, _MASK_VALUE)
+    if cache_k is not None:
+        past = jnp.einsum("btkgd,bskd->bkgts", q, cache_k.astype(q.dtype), preferred_element_type=jnp.float32)
+        past = jnp.where(cache_valid[:, None, None, None, :], past, _MASK_VALUE)
+        scores = jnp.concatenate([past, scores], axis=-1)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    s = 0 if cache_k is None else cache_k.shape[1]
+    out = jnp.einsum("bkgts,bskd->btkgd", probs[..., s:], v)
+    if cache_k is not None:
+        out = out + jnp.einsum("bkgts,bskd->btkgd", probs[..., :s], cache_v.astype(v.dtype))
+    return out.reshape(b, t, h, d)
 
 
 def _remat(fn, policy: str):
-  if policy == "none":
-    return fn
-  saveable = {"full": jax.checkpoint_policies.nothing_saveable,
-              "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[policy]
-  return jax.checkpoint(fn, policy=saveable)
+    if policy == "none":
+        return fn
+    saveable = {
+        "full": jax.checkpoint_policies.nothing_saveable,
+        "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }[policy]
+    return jax.checkpoint(fn, policy=saveable)
 
 
 class Transformer(nnx.Module):
-  """Token ids -> logits. `__call__` returns (logits, cache); `hidden` + `logits` split the two."""
+    """Token ids -> logits. `__call__` returns (logits, cache); `hidden` + `logits` split the two."""
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.cfg = cfg
-    pdt = jnp.dtype(cfg.param_dtype)
-    e, h, k, d, m, v, n = (cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                           cfg.intermediate_size, cfg.vocab_size, cfg.num_layers)
-    normal = nnx.initializers.normal(0.02)
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        pdt = jnp.dtype(cfg.param_dtype)
+        e, h, k, d, m, v, n = (
+            cfg.hidden_size,
+            cfg.num_heads,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            cfg.intermediate_size,
+            cfg.vocab_size,
+            cfg.num_layers,
+        )
+        normal = nnx.initializers.normal(0.02)
 
-    def param(shape, axes, init=normal):
-      return nnx.Param(init(rngs.params(), shape, pdt), axes=axes)
+        def param(shape, axes, init=normal):
+            return nnx.Param(init(rngs.params(), shape, pdt), axes=axes)
 
-    ones, zeros = nnx.initializers.ones, nnx.initializers.zeros
-    self.embed = param((v, e), ("vocab", "embed"))
-    self.attn_norm = param((n, e), ("layers", "norm"), ones)
-    self.q = param((n, e, h, d), ("layers", "embed", "heads", "head_dim"))
-    self.k = param((n, e, k, d), ("layers", "embed", "kv_heads", "head_dim"))
-    self.v = param((n, e, k, d), ("layers", "embed", "kv_heads", "head_dim"))
-    if cfg.qkv_bias:
-      self.q_bias = param((n, h, d), ("layers", "heads", "head_dim"), zeros)
-      self.k_bias = param((n, k, d), ("layers", "kv_heads", "head_dim"), zeros)
-      self.v_bias = param((n, k, d), ("layers", "kv_heads", "head_dim"), zeros)
-    self.o = param((n, h, d, e), ("layers", "heads", "head_dim", "embed"))
-    self.mlp_norm = param((n, e), ("layers", "norm"), ones)
-    self.gate = param((n, e, m), ("layers", "embed", "mlp"))
-    self.up = param((n, e, m), ("layers", "embed", "mlp"))
-    self.down = param((n, m, e), ("layers", "mlp", "embed"))
-    self.final_norm = param((e,), ("norm",), ones)
-    if not cfg.tie_word_embeddings:
-      self.lm_head = param((e, v), ("embed", "vocab"))
+        ones, zeros = nnx.initializers.ones, nnx.initializers.zeros
+        self.embed = param((v, e), ("vocab", "embed"))
+        self.attn_norm = param((n, e), ("layers", "norm"), ones)
+        self.q = param((n, e, h, d), ("layers", "embed", "heads", "head_dim"))
+        self.k = param((n, e, k, d), ("layers", "embed", "kv_heads", "head_dim"))
+        self.v = param((n, e, k, d), ("layers", "embed", "kv_heads", "head_dim"))
+        if cfg.qkv_bias:
+            self.q_bias = param((n, h, d), ("layers", "heads", "head_dim"), zeros)
+            self.k_bias = param((n, k, d), ("layers", "kv_heads", "head_dim"), zeros)
+            self.v_bias = param((n, k, d), ("layers", "kv_heads", "head_dim"), zeros)
+        self.o = param((n, h, d, e), ("layers", "heads", "head_dim", "embed"))
+        self.mlp_norm = param((n, e), ("layers", "norm"), ones)
+        self.gate = param((n, e, m), ("layers", "embed", "mlp"))
+        self.up = param((n, e, m), ("layers", "embed", "mlp"))
+        self.down = param((n, m, e), ("layers", "mlp", "embed"))
+        self.final_norm = param((e,), ("norm",), ones)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = param((e, v), ("embed", "vocab"))
 
-  LAYER_PARAMS = ("attn_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "o", "mlp_norm", "gate", "up", "down")
+    LAYER_PARAMS = ("attn_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "o", "mlp_norm", "gate", "up", "down")
 
-  def _layer_weights(self) -> dict[str, jax.Array]:
-    return {name: getattr(self, name)[...] for name in self.LAYER_PARAMS if hasattr(self, name)}
+    def _layer_weights(self) -> dict[str, jax.Array]:
+        return {name: getattr(self, name)[...] for name in self.LAYER_PARAMS if hasattr(self, name)}
 
-  def _block(self, x, w, positions, valid, cache_kv=None, cache_valid=None):
-    """One decoder layer; returns the new activations and this layer's new keys and values."""
-    cfg, cdt = self.cfg, jnp.dtype(self.cfg.compute_dtype)
-    w = jax.tree.map(lambda a: a.astype(cdt), w)
-    inv_freq = rope_frequencies(cfg)
-    hn = rms_norm(x, w["attn_norm"], cfg.rms_norm_eps)
-    q = jnp.einsum("bte,ehd->bthd", hn, w["q"])
-    k = jnp.einsum("bte,ekd->btkd", hn, w["k"])
-    v = jnp.einsum("bte,ekd->btkd", hn, w["v"])
-    if cfg.qkv_bias:
-      q, k, v = q + w["q_bias"], k + w["k_bias"], v + w["v_bias"]
-    q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-    attn = attention(q, k, v, valid, *(cache_kv or (None, None)), cache_valid)
-    x = x + jnp.einsum("bthd,hde->bte", attn, w["o"])
-    hn = rms_norm(x, w["mlp_norm"], cfg.rms_norm_eps)
-    mlp = jax.nn.silu(jnp.einsum("bte,em->btm", hn, w["gate"])) * jnp.einsum("bte,em->btm", hn, w["up"])
-    x = x + jnp.einsum("btm,me->bte", constrain(mlp, ("batch", "seq", "mlp")), w["down"])
-    return constrain(x, ("batch", "seq", None)), (k, v)
+    def _block(self, x, w, positions, valid, cache_kv=None, cache_valid=None):
+        """One decoder layer; returns the new activations and this layer's new keys and values."""
+        cfg, cdt = self.cfg, jnp.dtype(self.cfg.compute_dtype)
+        w = jax.tree.map(lambda a: a.astype(cdt), w)
+        inv_freq = rope_frequencies(cfg)
+        hn = rms_norm(x, w["attn_norm"], cfg.rms_norm_eps)
+        q = jnp.einsum("bte,ehd->bthd", hn, w["q"])
+        k = jnp.einsum("bte,ekd->btkd", hn, w["k"])
+        v = jnp.einsum("bte,ekd->btkd", hn, w["v"])
+        if cfg.qkv_bias:
+            q, k, v = q + w["q_bias"], k + w["k_bias"], v + w["v_bias"]
+        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+        attn = attention(q, k, v, valid, *(cache_kv or (None, None)), cache_valid)
+        x = x + jnp.einsum("bthd,hde->bte", attn, w["o"])
+        hn = rms_norm(x, w["mlp_norm"], cfg.rms_norm_eps)
+        mlp = jax.nn.silu(jnp.einsum("bte,em->btm", hn, w["gate"])) * jnp.einsum("bte,em->btm", hn, w["up"])
+        x = x + jnp.einsum("btm,me->bte", constrain(mlp, ("batch", "seq", "mlp")), w["down"])
+        return constrain(x, ("batch", "seq", None)), (k, v)
 
-  def hidden(self, tokens: jax.Array, positions: jax.Array, token_valid: jax.Array | None = None,
-             cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
-    """Final-norm hidden states [B, T, E] (compute dtype) and the updated cache.
+    def hidden(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        token_valid: jax.Array | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """Final-norm hidden states [B, T, E] (compute dtype) and the updated cache.
 
-    tokens, positions: [B, T] int; token_valid: [B, T] bool (False on padding; default all True).
-    """
-    cfg = self.cfg
-    cdt = jnp.dtype(cfg.compute_dtype)
-    if token_valid is None:
-      token_valid = jnp.ones(tokens.shape, bool)
-    x = constrain(self.embed[...].astype(cdt)[tokens], ("batch", "seq", None))
-    weights = self._layer_weights()
-    if cache is None:
-      def body(x, w):
-        return self._block(x, w, positions, token_valid)[0], None
+        tokens, positions: [B, T] int; token_valid: [B, T] bool (False on padding; default all True).
+        """
+        cfg = self.cfg
+        cdt = jnp.dtype(cfg.compute_dtype)
+        if token_valid is None:
+            token_valid = jnp.ones(tokens.shape, bool)
+        x = constrain(self.embed[...].astype(cdt)[tokens], ("batch", "seq", None))
+        weights = self._layer_weights()
+        if cache is None:
 
-      x, _ = jax.lax.scan(_remat(body, cfg.remat), x, weights)
-    else:
-      def body(x, layer):
-        w, ck, cv = layer
-        return self._block(x, w, positions, token_valid, (ck, cv), cache.valid)
+            def body(x, w):
+                return self._block(x, w, positions, token_valid)[0], None
 
-      x, (k, v) = jax.lax.scan(body, x, (weights, cache.k, cache.v))
-      # One in-place write of every layer's new keys and values, after the layer loop.
-      write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), cache.index, axis=2)  # noqa: E731
-      cache = KVCache(write(cache.k, k), write(cache.v, v),
-                      jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, cache.index, axis=1),
-                      cache.index + tokens.shape[1])
-    return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache
+            x, _ = jax.lax.scan(_remat(body, cfg.remat), x, weights)
+        else:
 
-  def logits(self, h: jax.Array) -> jax.Array:
-    """float32 logits from hidden states."""
-    cdt = jnp.dtype(self.cfg.compute_dtype)
-    if self.cfg.tie_word_embeddings:
-      return jnp.einsum("bte,ve->btv", h, self.embed[...].astype(cdt), preferred_element_type=jnp.float32)
-    return jnp.einsum("bte,ev->btv", h, self.lm_head[...].astype(cdt), preferred_element_type=jnp.float32)
+            def body(x, layer):
+                w, ck, cv = layer
+                return self._block(x, w, positions, token_valid, (ck, cv), cache.valid)
 
-  def __call__(self, tokens, positions, token_valid=None, cache=None):
-    h, cache = self.hidden(tokens, positions, token_valid, cache)
-    return self.logits(h), cache
+            x, (k, v) = jax.lax.scan(body, x, (weights, cache.k, cache.v))
+            # One in-place write of every layer's new keys and values, after the layer loop.
+            write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(
+                c, new.astype(c.dtype), cache.index, axis=2
+            )  # noqa: E731
+            cache = KVCache(
+                write(cache.k, k),
+                write(cache.v, v),
+                jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, cache.index, axis=1),
+                cache.index + tokens.shape[1],
+            )
+        return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache
+
+    def logits(self, h: jax.Array) -> jax.Array:
+        """float32 logits from hidden states."""
+        cdt = jnp.dtype(self.cfg.compute_dtype)
+        if self.cfg.tie_word_embeddings:
+            return jnp.einsum("bte,ve->btv", h, self.embed[...].astype(cdt), preferred_element_type=jnp.float32)
+        return jnp.einsum("bte,ev->btv", h, self.lm_head[...].astype(cdt), preferred_element_type=jnp.float32)
+
+    def __call__(self, tokens, positions, token_valid=None, cache=None):
+        h, cache = self.hidden(tokens, positions, token_valid, cache)
+        return self.logits(h), cache
 
 
 def positions_from_mask(token_valid: jax.Array) -> jax.Array:
-  """Rotary positions for a left-padded batch: 0 at each row's first real token."""
-  return jnp.maximum(jnp.cumsum(token_valid.astype(jnp.int32), axis=-1) - 1, 0)
-
-
+    """Rotary positions for a left-padded batch: 0 at each row's first real token."""
+    return jnp.maximum(jnp.cumsum(token_valid.astype(jnp.int32), axis=-1) - 1, 0)

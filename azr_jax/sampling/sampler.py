@@ -26,192 +26,212 @@ from azr_jax.model.transformer import constrain
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
-  max_new_tokens: int
-  temperature: float = 0.0  # 0 = greedy
-  top_p: float = 1.0
-  top_k: int = 0  # 0 = no top-k
-  n: int = 1  # samples per prompt, sharing one prefill
-  stop_token_ids: tuple[int, ...] | None = None  # None: the tokenizer's eos (and pad) tokens
-  stop_strings: tuple[str, ...] = ()  # cut after decode; the stop string is kept in the text
+    max_new_tokens: int
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k
+    n: int = 1  # samples per prompt, sharing one prefill
+    stop_token_ids: tuple[int, ...] | None = None  # None: the tokenizer's eos (and pad) tokens
+    stop_strings: tuple[str, ...] = ()  # cut after decode; the stop string is kept in the text
 
-  def __post_init__(self):
-    if self.max_new_tokens < 1 or self.n < 1:
-      raise ValueError(f"max_new_tokens and n must be >= 1, got {self.max_new_tokens}, {self.n}")
-    if not 0.0 < self.top_p <= 1.0 or self.top_k < 0 or self.temperature < 0:
-      raise ValueError(f"bad sampling settings: temperature={self.temperature}, top_p={self.top_p}, "
-                       f"top_k={self.top_k}")
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.n < 1:
+            raise ValueError(f"max_new_tokens and n must be >= 1, got {self.max_new_tokens}, {self.n}")
+        if not 0.0 < self.top_p <= 1.0 or self.top_k < 0 or self.temperature < 0:
+            raise ValueError(
+                f"bad sampling settings: temperature={self.temperature}, top_p={self.top_p}, " f"top_k={self.top_k}"
+            )
 
 
 @dataclasses.dataclass
 class Samples:
-  """Completions, n per prompt, rows ordered prompt-major (row = prompt * n + sample)."""
-  tokens: np.ndarray  # [N, max_new_tokens] int32, zero after `lengths`
-  lengths: np.ndarray  # [N] tokens generated, the stop token included
-  done: np.ndarray  # [N] bool: ended by a stop token or string (False: hit max_new_tokens)
-  logprobs: np.ndarray  # [N, max_new_tokens] float32 log p(token) under the model (temperature 1)
-  prompt_index: np.ndarray  # [N]
-  texts: list[str]  # decoded completions, special tokens removed
+    """Completions, n per prompt, rows ordered prompt-major (row = prompt * n + sample)."""
+
+    tokens: np.ndarray  # [N, max_new_tokens] int32, zero after `lengths`
+    lengths: np.ndarray  # [N] tokens generated, the stop token included
+    done: np.ndarray  # [N] bool: ended by a stop token or string (False: hit max_new_tokens)
+    logprobs: np.ndarray  # [N, max_new_tokens] float32 log p(token) under the model (temperature 1)
+    prompt_index: np.ndarray  # [N]
+    texts: list[str]  # decoded completions, special tokens removed
 
 
 def filter_logits(logits, top_p: float, top_k: int):
-  """-inf outside the top-k / top-p (nucleus) support of float32 logits [B, V]; settings are static."""
-  if not top_k and top_p >= 1.0:
-    return logits
-  order = jnp.argsort(-logits, axis=-1)
-  sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-  keep = jnp.ones(sorted_logits.shape, bool)
-  if top_k:
-    keep &= jnp.arange(logits.shape[-1]) < top_k
-  if top_p < 1.0:
-    probs = jax.nn.softmax(jnp.where(keep, sorted_logits, -jnp.inf), axis=-1)
-    keep &= jnp.cumsum(probs, axis=-1) - probs < top_p  # the smallest prefix whose mass reaches top_p
-  keep = jnp.take_along_axis(keep, jnp.argsort(order, axis=-1), axis=-1)
-  return jnp.where(keep, logits, -jnp.inf)
+    """-inf outside the top-k / top-p (nucleus) support of float32 logits [B, V]; settings are static."""
+    if not top_k and top_p >= 1.0:
+        return logits
+    order = jnp.argsort(-logits, axis=-1)
+    sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+    keep = jnp.ones(sorted_logits.shape, bool)
+    if top_k:
+        keep &= jnp.arange(logits.shape[-1]) < top_k
+    if top_p < 1.0:
+        probs = jax.nn.softmax(jnp.where(keep, sorted_logits, -jnp.inf), axis=-1)
+        keep &= jnp.cumsum(probs, axis=-1) - probs < top_p  # the smallest prefix whose mass reaches top_p
+    keep = jnp.take_along_axis(keep, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.where(keep, logits, -jnp.inf)
 
 
 def sample_logits(key, logits, temperature: float, top_p: float, top_k: int):
-  """One token per row from float32 logits [B, V]: greedy at temperature 0, else filtered sampling."""
-  if temperature == 0.0:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  logits = filter_logits(logits / temperature, top_p, top_k)
-  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+    """One token per row from float32 logits [B, V]: greedy at temperature 0, else filtered sampling."""
+    if temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = filter_logits(logits / temperature, top_p, top_k)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Static:
-  max_new_tokens: int
-  temperature: float
-  top_p: float
-  top_k: int
-  n: int
-  stop_ids: tuple[int, ...]
-  cache_dtype: str
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    n: int
+    stop_ids: tuple[int, ...]
+    cache_dtype: str
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "static"))
 def _generate(graphdef, state, tokens, valid, key, *, static: _Static):
-  model: Transformer = nnx.merge(graphdef, state)
-  b, p = tokens.shape
-  cfg = model.cfg
-  cache = KVCache.create(cfg, b, p + static.max_new_tokens, jnp.dtype(static.cache_dtype))
-  cache = jax.tree.map(constrain, cache, KVCache.logical_axes())
-  positions = positions_from_mask(valid)
-  h, cache = model.hidden(tokens, positions, valid, cache)
-  last_logits = model.logits(h[:, -1:])[:, 0]
-  next_pos = positions[:, -1] + 1
-  if static.n > 1:  # n samples share the prefill: repeat the prompt's cache rows
-    rep = lambda x: jnp.repeat(x, static.n, axis=0)  # noqa: E731
-    cache = KVCache(rep(cache.k.swapaxes(0, 1)).swapaxes(0, 1), rep(cache.v.swapaxes(0, 1)).swapaxes(0, 1),
-                    rep(cache.valid), cache.index)
-    last_logits, next_pos = rep(last_logits), rep(next_pos)
-  rows = b * static.n
-  stop_ids = jnp.asarray(static.stop_ids, jnp.int32)
+    model: Transformer = nnx.merge(graphdef, state)
+    b, p = tokens.shape
+    cfg = model.cfg
+    cache = KVCache.create(cfg, b, p + static.max_new_tokens, jnp.dtype(static.cache_dtype))
+    cache = jax.tree.map(constrain, cache, KVCache.logical_axes())
+    positions = positions_from_mask(valid)
+    h, cache = model.hidden(tokens, positions, valid, cache)
+    last_logits = model.logits(h[:, -1:])[:, 0]
+    next_pos = positions[:, -1] + 1
+    if static.n > 1:  # n samples share the prefill: repeat the prompt's cache rows
+        rep = lambda x: jnp.repeat(x, static.n, axis=0)  # noqa: E731
+        cache = KVCache(
+            rep(cache.k.swapaxes(0, 1)).swapaxes(0, 1),
+            rep(cache.v.swapaxes(0, 1)).swapaxes(0, 1),
+            rep(cache.valid),
+            cache.index,
+        )
+        last_logits, next_pos = rep(last_logits), rep(next_pos)
+    rows = b * static.n
+    stop_ids = jnp.asarray(static.stop_ids, jnp.int32)
 
-  def pick(step, logits):
-    k = jax.random.fold_in(key, step)
-    tok = sample_logits(k, logits, static.temperature, static.top_p, static.top_k)
-    logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok[:, None], axis=-1)[:, 0]
-    return tok, logp
+    def pick(step, logits):
+        k = jax.random.fold_in(key, step)
+        tok = sample_logits(k, logits, static.temperature, static.top_p, static.top_k)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok[:, None], axis=-1)[:, 0]
+        return tok, logp
 
-  tok, logp = pick(0, last_logits)
-  out_tokens = jnp.zeros((rows, static.max_new_tokens), jnp.int32).at[:, 0].set(tok)
-  out_logp = jnp.zeros((rows, static.max_new_tokens), jnp.float32).at[:, 0].set(logp)
-  done = jnp.isin(tok, stop_ids)
-  lengths = jnp.ones((rows,), jnp.int32)
+    tok, logp = pick(0, last_logits)
+    out_tokens = jnp.zeros((rows, static.max_new_tokens), jnp.int32).at[:, 0].set(tok)
+    out_logp = jnp.zeros((rows, static.max_new_tokens), jnp.float32).at[:, 0].set(logp)
+    done = jnp.isin(tok, stop_ids)
+    lengths = jnp.ones((rows,), jnp.int32)
 
-  def cond(carry):
-    step, _, _, _, done, *_ = carry
-    return (step < static.max_new_tokens) & ~jnp.all(done)
+    def cond(carry):
+        step, _, _, _, done, *_ = carry
+        return (step < static.max_new_tokens) & ~jnp.all(done)
 
-  def body(carry):
-    step, cache, tok, pos, done, lengths, out_tokens, out_logp = carry
-    h, cache = model.hidden(tok[:, None], pos[:, None], jnp.ones((rows, 1), bool), cache)
-    tok, logp = pick(step, model.logits(h)[:, 0])
-    tok = jnp.where(done, 0, tok)
-    out_tokens = out_tokens.at[:, step].set(tok)
-    out_logp = out_logp.at[:, step].set(jnp.where(done, 0.0, logp))
-    lengths = lengths + (~done).astype(jnp.int32)
-    done = done | jnp.isin(tok, stop_ids)
-    return step + 1, cache, tok, pos + 1, done, lengths, out_tokens, out_logp
+    def body(carry):
+        step, cache, tok, pos, done, lengths, out_tokens, out_logp = carry
+        h, cache = model.hidden(tok[:, None], pos[:, None], jnp.ones((rows, 1), bool), cache)
+        tok, logp = pick(step, model.logits(h)[:, 0])
+        tok = jnp.where(done, 0, tok)
+        out_tokens = out_tokens.at[:, step].set(tok)
+        out_logp = out_logp.at[:, step].set(jnp.where(done, 0.0, logp))
+        lengths = lengths + (~done).astype(jnp.int32)
+        done = done | jnp.isin(tok, stop_ids)
+        return step + 1, cache, tok, pos + 1, done, lengths, out_tokens, out_logp
 
-  carry = (jnp.int32(1), cache, tok, next_pos, done, lengths, out_tokens, out_logp)
-  _, _, _, _, done, lengths, out_tokens, out_logp = jax.lax.while_loop(cond, body, carry)
-  return out_tokens, out_logp, lengths, done
+    carry = (jnp.int32(1), cache, tok, next_pos, done, lengths, out_tokens, out_logp)
+    _, _, _, _, done, lengths, out_tokens, out_logp = jax.lax.while_loop(cond, body, carry)
+    return out_tokens, out_logp, lengths, done
 
 
 def _bucket(n: int, buckets: Sequence[int] | None, minimum: int) -> int:
-  if buckets:
-    for b in sorted(buckets):
-      if b >= n:
-        return b
-    raise ValueError(f"length {n} exceeds the largest configured bucket {max(buckets)}")
-  return max(minimum, 1 << (n - 1).bit_length())
+    if buckets:
+        for b in sorted(buckets):
+            if b >= n:
+                return b
+        raise ValueError(f"length {n} exceeds the largest configured bucket {max(buckets)}")
+    return max(minimum, 1 << (n - 1).bit_length())
 
 
 class Sampler:
-  """Generates from a model with a tokenizer; `generate` for token ids, `generate_text` for strings."""
+    """Generates from a model with a tokenizer; `generate` for token ids, `generate_text` for strings."""
 
-  def __init__(self, model: Transformer, tokenizer, *, cache_dtype: str | None = None,
-               prompt_buckets: Sequence[int] | None = None, batch_buckets: Sequence[int] | None = None):
-    self.model, self.tokenizer = model, tokenizer
-    self.cache_dtype = cache_dtype or model.cfg.compute_dtype
-    self.prompt_buckets, self.batch_buckets = prompt_buckets, batch_buckets
-    self.default_stop_ids = tuple(sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}))
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer,
+        *,
+        cache_dtype: str | None = None,
+        prompt_buckets: Sequence[int] | None = None,
+        batch_buckets: Sequence[int] | None = None,
+    ):
+        self.model, self.tokenizer = model, tokenizer
+        self.cache_dtype = cache_dtype or model.cfg.compute_dtype
+        self.prompt_buckets, self.batch_buckets = prompt_buckets, batch_buckets
+        self.default_stop_ids = tuple(sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}))
 
-  def _mesh(self):
-    leaf = jax.tree.leaves(nnx.state(self.model))[0]
-    return getattr(leaf.sharding, "mesh", None)
+    def _mesh(self):
+        leaf = jax.tree.leaves(nnx.state(self.model))[0]
+        return getattr(leaf.sharding, "mesh", None)
 
-  def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seed: int | jax.Array = 0) -> Samples:
-    if not prompts or any(len(p) == 0 for p in prompts):
-      raise ValueError("every prompt needs at least one token")
-    n_prompts = len(prompts)
-    p = _bucket(max(map(len, prompts)), self.prompt_buckets, 16)
-    b = _bucket(n_prompts, self.batch_buckets, 1)
-    tokens = np.zeros((b, p), np.int32)
-    valid = np.zeros((b, p), bool)
-    for i, ids in enumerate(prompts):
-      tokens[i, p - len(ids):], valid[i, p - len(ids):] = ids, True
-    tokens[n_prompts:, -1], valid[n_prompts:, -1] = tokens[0, -1], True  # filler rows, dropped below
-    static = _Static(params.max_new_tokens, float(params.temperature), float(params.top_p), int(params.top_k),
-                     params.n, tuple(self.default_stop_ids if params.stop_token_ids is None else params.stop_token_ids), self.cache_dtype)
-    key = jax.random.key(seed) if isinstance(seed, int) else seed
-    graphdef, state = nnx.split(self.model)
-    mesh = self._mesh()
-    if mesh is not None:
-      batch = logical_sharding(("batch", None), mesh, tokens.shape)
-      tokens, valid = jax.device_put(tokens, batch), jax.device_put(valid, batch)
-      with jax.set_mesh(mesh):
-        out = _generate(graphdef, state, tokens, valid, key, static=static)
-    else:
-      out = _generate(graphdef, state, tokens, valid, key, static=static)
-    out_tokens, out_logp, lengths, done = (np.array(x) for x in jax.device_get(out))
-    keep = n_prompts * params.n
-    out_tokens, out_logp, lengths, done = out_tokens[:keep], out_logp[:keep], lengths[:keep], done[:keep]
-    texts = []
-    for row in range(keep):
-      text, cut = self._apply_stop_strings(out_tokens[row, :lengths[row]], params.stop_strings)
-      if cut is not None:
-        lengths[row], done[row] = cut, True
-        out_tokens[row, cut:], out_logp[row, cut:] = 0, 0.0
-      texts.append(text)
-    return Samples(out_tokens, lengths, done, out_logp, np.repeat(np.arange(n_prompts), params.n), texts)
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seed: int | jax.Array = 0) -> Samples:
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        n_prompts = len(prompts)
+        p = _bucket(max(map(len, prompts)), self.prompt_buckets, 16)
+        b = _bucket(n_prompts, self.batch_buckets, 1)
+        tokens = np.zeros((b, p), np.int32)
+        valid = np.zeros((b, p), bool)
+        for i, ids in enumerate(prompts):
+            tokens[i, p - len(ids) :], valid[i, p - len(ids) :] = ids, True
+        tokens[n_prompts:, -1], valid[n_prompts:, -1] = tokens[0, -1], True  # filler rows, dropped below
+        static = _Static(
+            params.max_new_tokens,
+            float(params.temperature),
+            float(params.top_p),
+            int(params.top_k),
+            params.n,
+            tuple(self.default_stop_ids if params.stop_token_ids is None else params.stop_token_ids),
+            self.cache_dtype,
+        )
+        key = jax.random.key(seed) if isinstance(seed, int) else seed
+        graphdef, state = nnx.split(self.model)
+        mesh = self._mesh()
+        if mesh is not None:
+            batch = logical_sharding(("batch", None), mesh, tokens.shape)
+            tokens, valid = jax.device_put(tokens, batch), jax.device_put(valid, batch)
+            with jax.set_mesh(mesh):
+                out = _generate(graphdef, state, tokens, valid, key, static=static)
+        else:
+            out = _generate(graphdef, state, tokens, valid, key, static=static)
+        out_tokens, out_logp, lengths, done = (np.array(x) for x in jax.device_get(out))
+        keep = n_prompts * params.n
+        out_tokens, out_logp, lengths, done = out_tokens[:keep], out_logp[:keep], lengths[:keep], done[:keep]
+        texts = []
+        for row in range(keep):
+            text, cut = self._apply_stop_strings(out_tokens[row, : lengths[row]], params.stop_strings)
+            if cut is not None:
+                lengths[row], done[row] = cut, True
+                out_tokens[row, cut:], out_logp[row, cut:] = 0, 0.0
+            texts.append(text)
+        return Samples(out_tokens, lengths, done, out_logp, np.repeat(np.arange(n_prompts), params.n), texts)
 
-  def _apply_stop_strings(self, ids: np.ndarray, stop_strings: Sequence[str]) -> tuple[str, int | None]:
-    """(text, cut): text up to and including the first stop string; cut = the tokens that produce it."""
-    text = self.tokenizer.decode(ids, skip_special_tokens=True)
-    hits = [(text.find(s), s) for s in stop_strings if s in text]
-    if not hits:
-      return text, None
-    pos, s = min(hits)
-    end = pos + len(s)
-    for k in range(1, len(ids) + 1):  # fewest tokens whose text contains the stop string
-      if len(self.tokenizer.decode(ids[:k], skip_special_tokens=True)) >= end:
-        return text[:end], k
-    return text[:end], len(ids)
+    def _apply_stop_strings(self, ids: np.ndarray, stop_strings: Sequence[str]) -> tuple[str, int | None]:
+        """(text, cut): text up to and including the first stop string; cut = the tokens that produce it."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        hits = [(text.find(s), s) for s in stop_strings if s in text]
+        if not hits:
+            return text, None
+        pos, s = min(hits)
+        end = pos + len(s)
+        for k in range(1, len(ids) + 1):  # fewest tokens whose text contains the stop string
+            if len(self.tokenizer.decode(ids[:k], skip_special_tokens=True)) >= end:
+                return text[:end], k
+        return text[:end], len(ids)
 
-  def generate_text(self, prompts: Sequence[str], params: SamplingParams, seed: int = 0) -> list[list[str]]:
-    """n completions per prompt string (the prompt is tokenized as is, no special tokens added)."""
-    ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-    samples = self.generate(ids, params, seed)
-    return [samples.texts[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
+    def generate_text(self, prompts: Sequence[str], params: SamplingParams, seed: int = 0) -> list[list[str]]:
+        """n completions per prompt string (the prompt is tokenized as is, no special tokens added)."""
+        ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        samples = self.generate(ids, params, seed)
+        return [samples.texts[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
