@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--code_timeout", type=float, default=60.0,
                    help="seconds per program test run (MBPP+ runs the reference too)")
     p.add_argument("--memory_mb", type=int, default=4096, help="memory limit per test run")
+    p.add_argument("--num_devices", type=int, default=None,
+                   help="data-parallel over the first N devices (default: all)")
     p.add_argument("--workdir", default=None, help="write TensorBoard scalars here")
     return p.parse_args(argv)
 
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
         problems = {n: B.load_problems(n, data_dir=args.data_dir, path=paths.get(n),
                                        limit=args.limit) for n in names}
 
+    import jax
+
     from azr_jax.checkpoints import load_hf_checkpoint, load_tokenizer
     from azr_jax.evaluation import harness
     from azr_jax.executor import ExecutorPool
@@ -105,7 +109,8 @@ def main(argv=None) -> int:
 
     hf_dir, step = resolve_checkpoint(args.checkpoint)
     print(f"checkpoint: {hf_dir}" + (f" (step {step})" if step is not None else ""))
-    mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    devices = jax.devices()[:args.num_devices] if args.num_devices else None
+    mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
     tokenizer = load_tokenizer(hf_dir)
     sampler = Sampler(load_hf_checkpoint(hf_dir, mesh), tokenizer)
     with ExecutorPool(args.workers, timeout_s=10.0, memory_mb=args.memory_mb) as pool:
