@@ -111,6 +111,21 @@ def test_mbppplus_canonical_passes_wrong_fails(pool):
     assert not wrong[0].correct and wrong[0].reason == "wrong_answer"
 
 
+def test_humanevalplus_differential_testing(pool):
+    he = B.load_problems("humaneval", limit=1)[0]  # has_close_elements, in EvalPlus's format
+    record = {"task_id": he.id, "prompt": he.meta["prompt"], "entry_point": he.meta["entry_point"],
+              "canonical_solution": he.gold, "test": he.meta["test"], "atol": 0,
+              "base_input": [[[1.0, 2.0, 3.0], 0.5], [[1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3]],
+              "plus_input": [[[1.0, 1.05], 0.1], [[], 1.0]]}
+    p = B.BENCHMARKS["humanevalplus"].to_problem("humanevalplus", 0, record)
+    right = he.meta["prompt"] + he.gold
+    # right on the base inputs, wrong on the plus input [] (raises) -- only plus inputs catch it
+    fragile = right.replace("for idx, elem in enumerate(numbers):",
+                            "numbers[0]\n    for idx, elem in enumerate(numbers):")
+    g = grade("humanevalplus", [(p, wrapped("python", right)), (p, wrapped("python", fragile))], pool)
+    assert [x.correct for x in g] == [True, False], g
+
+
 def test_evalplus_float_tolerance(pool):
     p = B.Problem("mbppplus", "Mbpp/9999", "", "", {
         "prompt": "", "entry_point": "third", "canonical_solution": "def third(x):\n    return x / 3\n",
