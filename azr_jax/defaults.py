@@ -1,0 +1,64 @@
+"""The paper's settings (AZR_SPEC sections 4-7) as one ml_collections config; experiments override it."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from azr_jax.checkpoints.gguf_models import REPO_ROOT
+
+
+def paper_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 500
+
+    c.model = ml_collections.ConfigDict()
+    c.model.checkpoint = ""  # a Hugging Face directory (config.json + safetensors + tokenizer)
+    c.model.preset = ""  # instead of a checkpoint: random init of a named preset (tests, benchmarks)
+    c.model.tokenizer = ""  # defaults to the checkpoint directory
+    c.model.param_dtype = "float32"  # fp32 master weights
+    c.model.compute_dtype = "bfloat16"
+    c.model.remat = "full"  # none | full | save_dots
+    c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+
+    # Self-play (AZR_SPEC sections 1, 2, 6).
+    c.task_types = ("deduction", "abduction", "induction")
+    c.batch_size = 64  # prompts per (task type, role)
+    c.num_references = 6  # K
+    c.use_references = True
+    c.learnability_rollouts = 8  # N
+    c.train_proposer = True
+    c.seed_buffer_size = 256  # B x 4 valid tasks per buffer before training
+    c.seed_max_rounds = 64
+    c.solver_tasks = "current"  # current (paper) | previous (reference code)
+    c.template = "azr"  # azr (R1-style wrapper) | chat (the model's chat template)
+    c.answer_format = "think_answer"  # think_answer (paper) | answer_blocks (lenient, small models)
+    c.max_prompt_tokens = 6144
+    c.max_response_tokens = 8096
+    c.logit_chunk = 512
+
+    c.sampling = ml_collections.ConfigDict({"temperature": 1.0, "top_p": 1.0, "top_k": 0, "cache_dtype": "bfloat16"})
+
+    # Rewards and TRR++ (AZR_SPEC sections 4, 5).
+    c.rewards = ml_collections.ConfigDict(
+        {"extreme_solve_rate_reward": 0.0, "invalid_reward": -1.0, "zero_reward": -0.5}
+    )
+    c.advantages = ml_collections.ConfigDict({"token_weighted": False, "eps": 1e-6})
+    c.loss = ml_collections.ConfigDict({"clip_low": 0.2, "clip_high": 0.2, "entropy_coef": 0.001, "kl_coef": 0.0})
+    c.optimizer = ml_collections.ConfigDict(
+        {"learning_rate": 1e-6, "b1": 0.9, "b2": 0.999, "weight_decay": 0.01, "grad_clip": 1.0, "microbatch_size": 8}
+    )
+
+    c.executor = ml_collections.ConfigDict({"num_workers": 0, "timeout_s": 5.0})  # 0 = one per CPU core
+
+    # Checkpoints, logging, validation.
+    c.checkpoint_every_steps = 10
+    c.keep_checkpoints = 3
+    c.export_hf_at_end = True
+    c.log_samples_every_steps = 1
+    c.eval = ml_collections.ConfigDict({"every_steps": 10, "limit": 200, "max_new_tokens": 1024, "batch_size": 64})
+    shared = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+    c.data_dir = shared if os.path.isdir(shared) else ""
+    return c

@@ -1,0 +1,477 @@
+"""The AZR self-play loop: propose -> validate -> learnability -> solve -> check -> TRR++ update.
+
+One `SelfPlay` owns the model (one copy of the weights, used by the sampler and the update step),
+the executor pool, the task buffers, the checkpointer and the metrics writer. `train_step` is one
+step of AZR_SPEC sections 1-6; the host-side phases (prompting, parsing, executing, rewarding) are
+small methods so a scripted policy can drive them in tests. Executor work is overlapped with
+sampling where the data allows: the learnability rollouts are checked in a background thread while
+the solver samples.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from azr_jax import parsing, prompts, rewards
+from azr_jax.advantages import trr_advantages
+from azr_jax.buffers import TaskBuffers
+from azr_jax.executor import ExecutorPool, Reason
+from azr_jax.sampling import Samples, SamplingParams
+from azr_jax.tasks import NUM_GROUPS, NUM_INDUCTION_SHOWN, Role, Task, TaskType, group_id, group_name
+from azr_jax.update import UpdateConfig, make_optimizer, pad_rows, update_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Rollout:
+    """One sampled response: what the update step trains on, plus what the metrics describe."""
+
+    task_type: TaskType
+    role: Role
+    prompt_ids: list[int]
+    tokens: np.ndarray  # response token ids (the stop token included)
+    logprobs: np.ndarray
+    text: str
+    truncated: bool  # hit max_response_tokens
+    well_formatted: bool = False
+    valid: bool = False  # proposer: the executor accepted the task; solver: the answer is correct
+    reason: str = ""
+    solve_rate: float = 0.0  # proposer: learnability rollouts' mean correctness
+    task: Task | None = None  # proposer: the validated task; solver: the task solved
+    reward: float = 0.0
+
+
+def _ast_size(program: str) -> int:
+    try:
+        return sum(1 for _ in ast.walk(ast.parse(program)))
+    except (SyntaxError, ValueError):
+        return 0
+
+
+def _ast_profile(program: str) -> collections.Counter:
+    try:
+        return collections.Counter(type(n).__name__ for n in ast.walk(ast.parse(program)))
+    except (SyntaxError, ValueError):
+        return collections.Counter()
+
+
+def diversity(program: str, references: Sequence[Task]) -> float:
+    """1 - the largest AST node-type overlap (weighted Jaccard) with any reference program."""
+    mine = _ast_profile(program)
+    best = 0.0
+    for ref in references:
+        other = _ast_profile(ref.program)
+        union = sum((mine | other).values())
+        best = max(best, sum((mine & other).values()) / union if union else 1.0)
+    return 1.0 - best
+
+
+class SelfPlay:
+    """Trains one policy as proposer and solver. `sampler` is anything with `generate(ids, params, seed)`."""
+
+    def __init__(self, config: ml_collections.ConfigDict, model, tokenizer, sampler, pool: ExecutorPool):
+        self.config, self.tokenizer, self.sampler, self.pool = config, tokenizer, sampler, pool
+        self.task_types = [TaskType(t) for t in config.task_types]
+        self.strictness = config.answer_format
+        self.graphdef, self.params = nnx.split(model)
+        c = config.optimizer
+        self.optimizer = make_optimizer(c.learning_rate, c.b1, c.b2, c.weight_decay, c.grad_clip)
+        self.opt_state = jax.jit(self.optimizer.init)(self.params)
+        self.ref_params = jax.tree.map(jnp.copy, self.params) if config.loss.kl_coef else None
+        self.update_config = UpdateConfig(
+            clip_low=config.loss.clip_low,
+            clip_high=config.loss.clip_high,
+            entropy_coef=config.loss.entropy_coef,
+            kl_coef=config.loss.kl_coef,
+            microbatch_size=c.microbatch_size,
+            logit_chunk=min(config.logit_chunk, config.max_response_tokens),
+        )
+        self.key = jax.random.key(config.seed)
+        self.buffers = TaskBuffers.seeded()
+        self._background = concurrent.futures.ThreadPoolExecutor(1)
+
+    # ----------------------------------------------------------------------------------- sampling
+
+    def render(self, prompt_text: str) -> list[int]:
+        text = prompts.render(prompt_text, self.config.template, self.tokenizer)
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return ids[-self.config.max_prompt_tokens :]  # the end of the prompt carries the instruction
+
+    def sample(self, prompt_ids: list[list[int]], n: int, seed: jax.Array, temperature: float | None = None) -> Samples:
+        c = self.config.sampling
+        params = SamplingParams(
+            max_new_tokens=self.config.max_response_tokens,
+            temperature=c.temperature if temperature is None else temperature,
+            top_p=c.top_p,
+            top_k=c.top_k,
+            n=n,
+            stop_strings=("</answer>",),
+        )
+        return self.sampler.generate(prompt_ids, params, seed)
+
+    def _rollouts(self, task_type, role, prompt_ids, samples: Samples) -> list[Rollout]:
+        return [
+            Rollout(
+                task_type,
+                role,
+                prompt_ids[samples.prompt_index[i]],
+                samples.tokens[i, : samples.lengths[i]],
+                samples.logprobs[i, : samples.lengths[i]],
+                samples.texts[i],
+                truncated=not samples.done[i],
+            )
+            for i in range(len(samples.texts))
+        ]
+
+    # --------------------------------------------------------------------------------- proposing
+
+    def proposer_prompts(self, task_type: TaskType, count: int, rng: np.random.Generator):
+        """(prompt ids, references or program) for `count` proposer prompts of one task type."""
+        out = []
+        if task_type == TaskType.INDUCTION:
+            for program in self.buffers.sample_induction_programs(count, rng):
+                out.append((self.render(prompts.proposer_prompt(task_type, program=program)), program))
+            return out
+        k = self.config.num_references if self.config.use_references else 0
+        for _ in range(count):
+            refs = self.buffers.sample_references(task_type, k, rng) if k else []
+            out.append((self.render(prompts.proposer_prompt(task_type, references=refs)), refs))
+        return out
+
+    def validate(self, rollouts: list[Rollout], contexts: list) -> None:
+        """Parses proposals and runs the executor's checks; fills well_formatted / valid / task."""
+        programs = []
+        for r, context in zip(rollouts, contexts):
+            if r.task_type == TaskType.INDUCTION:
+                parsed = parsing.parse_induction_proposal(r.text, self.strictness)
+                r.well_formatted, r.reason = parsed.well_formatted, parsed.reason or ""
+                if parsed.well_formatted:
+                    verdicts = self.pool.validate_induction_inputs(context, list(parsed.inputs))
+                    bad = [v for v in verdicts if not v.ok]
+                    r.valid = not bad
+                    r.reason = bad[0].reason.value if bad else Reason.OK.value
+                    if r.valid:
+                        outputs = tuple(v.output for v in verdicts)
+                        r.task = Task(TaskType.INDUCTION, context, tuple(parsed.inputs), outputs, parsed.message)
+            else:
+                parsed = parsing.parse_program_proposal(r.text, self.strictness)
+                r.well_formatted, r.reason = parsed.well_formatted, parsed.reason or ""
+                if parsed.well_formatted:
+                    programs.append((r, parsed.program, parsed.input))
+        verdicts = self.pool.validate_proposals([(p, i) for _, p, i in programs]) if programs else []
+        for (r, program, inp), v in zip(programs, verdicts):
+            r.valid, r.reason = v.ok, v.reason.value
+            if v.ok:
+                r.task = Task(r.task_type, program, (inp,), (v.output,))
+
+    # --------------------------------------------------------------------------------- solving
+
+    def check_answers(self, tasks: Sequence[Task], texts: Sequence[str]) -> list[tuple[bool, bool, str]]:
+        """(well_formatted, correct, reason) of each solver response; nothing the model wrote is eval-ed here."""
+        results: list[tuple[bool, bool, str] | None] = [None] * len(tasks)
+        jobs = collections.defaultdict(list)
+        for i, (task, text) in enumerate(zip(tasks, texts)):
+            answer = parsing.parse_solver(text, task.task_type, self.strictness)
+            if not answer.well_formatted:
+                results[i] = (False, False, answer.reason or "format")
+                continue
+            if task.task_type == TaskType.DEDUCTION:
+                jobs[task.task_type].append((i, (task.output, answer.answer)))
+            elif task.task_type == TaskType.ABDUCTION:
+                jobs[task.task_type].append((i, (task.program, task.output, answer.answer)))
+            else:
+                hidden = list(zip(task.inputs[NUM_INDUCTION_SHOWN:], task.outputs[NUM_INDUCTION_SHOWN:]))
+                jobs[task.task_type].append((i, (answer.answer, hidden)))
+        check = {
+            TaskType.DEDUCTION: self.pool.check_deduction,
+            TaskType.ABDUCTION: self.pool.check_abduction,
+            TaskType.INDUCTION: self.pool.check_induction,
+        }
+        for task_type, items in jobs.items():
+            for (i, _), verdict in zip(items, check[task_type]([item for _, item in items])):
+                results[i] = (True, verdict.ok, verdict.reason.value)
+        return results
+
+    def solver_prompt_ids(self, tasks: Sequence[Task]) -> list[list[int]]:
+        return [self.render(prompts.solver_prompt(t)) for t in tasks]
+
+    # ------------------------------------------------------------------------------------ seeding
+
+    def seed_buffers(self, log_fn=print) -> None:
+        """The base model proposes, with no updates, until every buffer holds `seed_buffer_size` tasks."""
+        c = self.config
+        target = c.seed_buffer_size
+        for round_ in range(c.seed_max_rounds):
+            missing = [t for t in self.task_types if len(self.buffers.tasks[t]) < target]
+            if not missing:
+                return
+            rng = np.random.default_rng([c.seed, 1_000_000 + round_])
+            for task_type in missing:
+                if task_type == TaskType.INDUCTION and not self.buffers.induction_programs():
+                    continue
+                contexts = self.proposer_prompts(task_type, c.batch_size, rng)
+                ids = [p for p, _ in contexts]
+                seed = jax.random.fold_in(
+                    jax.random.fold_in(self.key, 1_000_000), round_ * 8 + int(group_id(task_type, Role.PROPOSER))
+                )
+                rollouts = self._rollouts(task_type, Role.PROPOSER, ids, self.sample(ids, 1, seed))
+                self.validate(rollouts, [ctx for _, ctx in contexts])
+                self.buffers.add(task_type, [r.task for r in rollouts if r.valid])
+            log_fn(f"seeding round {round_ + 1}: buffer sizes {self.buffers.sizes()} (target {target})")
+        short = {t.value: len(self.buffers.tasks[t]) for t in self.task_types if len(self.buffers.tasks[t]) < target}
+        if short:
+            log_fn(f"seeding stopped after {c.seed_max_rounds} rounds short of {target} tasks: {short}")
+
+    # --------------------------------------------------------------------------------------- step
+
+    def train_step(self, step: int) -> tuple[dict[str, float], dict[str, str]]:
+        """One AZR step. Returns (scalar metrics, text samples)."""
+        c = self.config
+        rng = np.random.default_rng([c.seed, step])
+        key = jax.random.fold_in(self.key, step)
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name):
+            nonlocal clock
+            now = time.perf_counter()
+            timings[f"time/{name}"] = now - clock
+            clock = now
+
+        # 1. Propose: B prompts per task type, one sampler call.
+        contexts = {t: self.proposer_prompts(t, c.batch_size, rng) for t in self.task_types}
+        contexts = {t: v for t, v in contexts.items() if v}
+        flat = [(t, ids, ctx) for t, v in contexts.items() for ids, ctx in v]
+        proposals: list[Rollout] = []
+        if flat:
+            samples = self.sample([ids for _, ids, _ in flat], 1, jax.random.fold_in(key, 0))
+            for i, (t, ids, _) in enumerate(flat):
+                proposals += self._rollouts(t, Role.PROPOSER, [ids], _row(samples, i))
+        lap("propose")
+
+        # 2. Validate in the executor (AZR_SPEC section 3).
+        self.validate(proposals, [ctx for _, _, ctx in flat])
+        lap("validate")
+
+        # 3. Learnability: N solver rollouts per valid proposal (not trained on).
+        valid = [r for r in proposals if r.valid]
+        check_future = None
+        if valid and c.train_proposer:
+            tasks = [r.task for r in valid]
+            n = c.learnability_rollouts
+            rollouts = self.sample(self.solver_prompt_ids(tasks), n, jax.random.fold_in(key, 1))
+            repeated = [t for t in tasks for _ in range(n)]
+            check_future = self._background.submit(self.check_answers, repeated, rollouts.texts)
+        lap("learnability_sample")
+
+        # 4. Solve: this step's valid proposals, filled up to B from the buffer (sampled while the
+        # learnability rollouts are being checked).
+        for t in self.task_types:
+            self.buffers.add(t, [r.task for r in valid if r.task_type == t])
+        solver: list[Rollout] = []
+        for t in self.task_types:
+            tasks = self.buffers.solver_tasks(t, c.batch_size, rng, proposals=c.solver_tasks)
+            ids = self.solver_prompt_ids(tasks)
+            if tasks:
+                solver_samples = self.sample(ids, 1, jax.random.fold_in(key, 2 + int(group_id(t, Role.SOLVER))))
+                rs = self._rollouts(t, Role.SOLVER, ids, solver_samples)
+                for r, task in zip(rs, tasks):
+                    r.task = task
+                solver += rs
+        lap("solve_sample")
+        for r, (ok_format, correct, reason) in zip(
+            solver, self.check_answers([r.task for r in solver], [r.text for r in solver])
+        ):
+            r.well_formatted, r.valid, r.reason = ok_format, correct, reason
+        if check_future is not None:
+            checks = check_future.result()
+            n = c.learnability_rollouts
+            for j, r in enumerate(valid):
+                r.solve_rate = float(np.mean([correct for _, correct, _ in checks[j * n : (j + 1) * n]]))
+        lap("check")
+
+        # 5. Rewards (AZR_SPEC section 4).
+        rc = c.rewards
+        if proposals:
+            prop_rewards = rewards.proposer_rewards(
+                [r.well_formatted for r in proposals],
+                [r.valid for r in proposals],
+                [r.solve_rate for r in proposals],
+                extreme_solve_rate_reward=rc.extreme_solve_rate_reward,
+                invalid_reward=rc.invalid_reward,
+                zero_reward=rc.zero_reward,
+            )
+            for r, x in zip(proposals, prop_rewards):
+                r.reward = float(x)
+        if solver:
+            solve_rewards = rewards.solver_rewards(
+                [r.well_formatted for r in solver],
+                [r.valid for r in solver],
+                invalid_reward=rc.invalid_reward,
+                zero_reward=rc.zero_reward,
+            )
+            for r, x in zip(solver, solve_rewards):
+                r.reward = float(x)
+
+        # 6. TRR++ advantages and the update.
+        trained = solver + (proposals if c.train_proposer else [])
+        update_metrics = self.update(trained)
+        lap("update")
+        metrics = self.step_metrics(proposals, solver, contexts)
+        metrics.update(update_metrics)
+        metrics.update(timings)
+        metrics["time/step"] = sum(timings.values())
+        generated = sum(len(r.tokens) for r in proposals + solver)
+        metrics["tokens_per_second/sampling"] = generated / max(
+            timings["time/propose"] + timings["time/learnability_sample"] + timings["time/solve_sample"], 1e-9
+        )
+        return metrics, self.text_samples(proposals, solver)
+
+    def update(self, trained: list[Rollout]) -> dict[str, float]:
+        """TRR++ advantages over the six groups, then one optimiser step on every trained sequence."""
+        c = self.config
+        if not trained:
+            return {}
+        p = 1 << max(4, (max(len(r.prompt_ids) for r in trained) - 1).bit_length())
+        chunk = self.update_config.logit_chunk
+        rlen = -(-c.max_response_tokens // chunk) * chunk
+        rows = len(self.task_types) * 2 * c.batch_size  # fixed row count: one compile per prompt bucket
+        n = max(rows, len(trained))
+        tokens = np.zeros((n, p + rlen), np.int32)
+        valid = np.zeros((n, p + rlen), bool)
+        mask = np.zeros((n, rlen), np.float32)
+        old = np.zeros((n, rlen), np.float32)
+        groups = np.full((n,), NUM_GROUPS, np.int32)  # NUM_GROUPS marks padding rows
+        reward = np.zeros((n,), np.float32)
+        for i, r in enumerate(trained):
+            tokens[i, p - len(r.prompt_ids) : p] = r.prompt_ids
+            valid[i, p - len(r.prompt_ids) : p] = True
+            k = len(r.tokens)
+            tokens[i, p : p + k], valid[i, p : p + k], mask[i, :k], old[i, :k] = r.tokens, True, 1.0, r.logprobs
+            groups[i], reward[i] = group_id(r.task_type, r.role), r.reward
+        advantages = trr_advantages(
+            jnp.asarray(reward),
+            jnp.asarray(groups),
+            jnp.asarray(mask),
+            num_groups=NUM_GROUPS,
+            token_weighted=c.advantages.token_weighted,
+            eps=c.advantages.eps,
+        )
+        batch = pad_rows(
+            {
+                "tokens": tokens,
+                "valid": valid,
+                "response_mask": mask,
+                "old_logprobs": old,
+                "advantages": np.asarray(advantages),
+            },
+            self.update_config.microbatch_size,
+        )
+        self.params, self.opt_state, metrics = update_step(
+            self.graphdef,
+            self.params,
+            self.opt_state,
+            batch,
+            optimizer=self.optimizer,
+            config=self.update_config,
+            prompt_len=p,
+            ref_params=self.ref_params,
+        )
+        # The sampler holds the model object: point it at the updated arrays (no copy).
+        nnx.update(self.sampler.model, self.params)
+        adv = np.asarray(advantages)[: len(trained)]
+        out = {f"optimizer/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+        out["optimizer/learning_rate"] = float(c.optimizer.learning_rate)
+        for g in range(NUM_GROUPS):
+            sel = [i for i, r in enumerate(trained) if group_id(r.task_type, r.role) == g]
+            if sel:
+                a = adv[sel][mask[sel] > 0]
+                if a.size:
+                    out[f"{group_name(g)}/advantage_mean"] = float(a.mean())
+                    out[f"{group_name(g)}/advantage_std"] = float(a.std())
+        return out
+
+    # ------------------------------------------------------------------------------------ metrics
+
+    def step_metrics(self, proposals: list[Rollout], solver: list[Rollout], contexts) -> dict[str, float]:
+        m: dict[str, float] = {}
+        for role, rollouts in ((Role.PROPOSER, proposals), (Role.SOLVER, solver)):
+            for t in self.task_types:
+                rs = [r for r in rollouts if r.task_type == t]
+                if not rs:
+                    continue
+                g = group_name(group_id(t, role))
+                lengths = np.array([len(r.tokens) for r in rs])
+                m[f"{g}/reward"] = float(np.mean([r.reward for r in rs]))
+                m[f"{g}/format_valid"] = float(np.mean([r.well_formatted for r in rs]))
+                m[f"{g}/response_length_mean"] = float(lengths.mean())
+                m[f"{g}/response_length_max"] = float(lengths.max())
+                m[f"{g}/clip_ratio"] = float(np.mean([r.truncated for r in rs]))
+                m[f"{g}/count"] = float(len(rs))
+                for reason, count in collections.Counter(r.reason or "ok" for r in rs).items():
+                    m[f"{g}/reason/{reason}"] = count / len(rs)
+                if role == Role.SOLVER:
+                    m[f"{g}/accuracy"] = float(np.mean([r.valid for r in rs]))
+                    answers = [r.text.split("<answer>")[-1].strip() for r in rs]
+                    m[f"{g}/answer_diversity"] = len(set(answers)) / len(answers)
+                else:
+                    valid = [r for r in rs if r.valid]
+                    m[f"{g}/valid_rate"] = len(valid) / len(rs)
+                    if valid:
+                        m[f"{g}/solve_rate"] = float(np.mean([r.solve_rate for r in valid]))
+                        m[f"{g}/program_ast_size"] = float(np.mean([_ast_size(r.task.program) for r in valid]))
+                    if t != TaskType.INDUCTION and valid:
+                        refs = {id(r): ctx for r, (_, ctx) in zip(rs, contexts.get(t, []))}
+                        m[f"{g}/diversity"] = float(
+                            np.mean([diversity(r.task.program, refs.get(id(r), [])) for r in valid])
+                        )
+        for t, size in self.buffers.sizes().items():
+            m[f"buffer/{t}"] = float(size)
+        return m
+
+    def text_samples(self, proposals: list[Rollout], solver: list[Rollout]) -> dict[str, str]:
+        out = {}
+        for role, rollouts in ((Role.PROPOSER, proposals), (Role.SOLVER, solver)):
+            for t in self.task_types:
+                rs = [r for r in rollouts if r.task_type == t]
+                if rs:
+                    r = next((x for x in rs if x.valid), rs[0])
+                    out[group_name(group_id(t, role))] = f"reward {r.reward:+.2f} ({r.reason})\n\n{r.text}"
+        return out
+
+    # -------------------------------------------------------------------------------- checkpoint
+
+    def state(self) -> dict:
+        return {"params": self.params, "opt_state": self.opt_state}
+
+    def load_state(self, state: dict) -> None:
+        self.params, self.opt_state = state["params"], state["opt_state"]
+        nnx.update(self.sampler.model, self.params)
+
+    def close(self) -> None:
+        self._background.shutdown(wait=True)
+
+
+def _row(samples: Samples, i: int) -> Samples:
+    return Samples(
+        samples.tokens[i : i + 1],
+        samples.lengths[i : i + 1],
+        samples.done[i : i + 1],
+        samples.logprobs[i : i + 1],
+        np.zeros(1, int),
+        samples.texts[i : i + 1],
+    )
