@@ -80,6 +80,17 @@ def test_interval_force_and_keep_last(tmp_path, mesh):
   ckpt.close()
 
 
+def test_save_returns_before_the_arrays_may_be_donated(tmp_path, mesh):
+  state = small_state(mesh, 5)
+  expected = np.asarray(state["w"])
+  ckpt = Checkpointer(str(tmp_path), save_interval_steps=1)
+  assert ckpt.save(5, state, {})
+  state["w"].delete()  # what donating it to the next train step does
+  _, restored, _ = ckpt.restore_latest(abstract(small_state(mesh)))
+  np.testing.assert_array_equal(restored["w"], expected)
+  ckpt.close()
+
+
 def _save_steps(directory, mesh, steps):
   ckpt = Checkpointer(str(directory), keep=5, save_interval_steps=1)
   for s in steps:
