@@ -5,7 +5,7 @@ one `{"step": s, **texts}` per line (sampled proposals and answers); `workdir/te
 same through tensorboardX, which needs no TensorFlow. JSON has no NaN or infinity, so non-finite
 values become null in the JSONL files (TensorBoard gets them as they are).
 
-A resumed run calls `truncate_after(first_step)` before writing: records the crashed run wrote
+A resumed run calls `truncate_after(checkpoint_step)` before writing: records the crashed run wrote
 past its last checkpoint are dropped from the JSONL files and hidden in TensorBoard, so no step
 appears twice. Only process 0 writes.
 """
@@ -21,14 +21,18 @@ import tempfile
 import jax
 from tensorboardX import SummaryWriter
 
-# Shown in the progress line when present, in this order.
+# (metric, label) shown in the progress line when present, in this order; names as selfplay.py writes them.
 PROGRESS_KEYS = (
-    "deduction/solve/accuracy",
-    "abduction/solve/accuracy",
-    "induction/solve/accuracy",
-    "propose/valid_rate",
-    "loss",
-    "grad_norm",
+    ("deduction/solve/accuracy", "deduction acc"),
+    ("abduction/solve/accuracy", "abduction acc"),
+    ("induction/solve/accuracy", "induction acc"),
+    ("deduction/propose/valid_rate", "deduction valid"),
+    ("abduction/propose/valid_rate", "abduction valid"),
+    ("induction/propose/valid_rate", "induction valid"),
+    ("optimizer/loss", "loss"),
+    ("optimizer/grad_norm", "grad norm"),
+    ("validation/cruxeval_o", "CRUXEval-O"),
+    ("validation/cruxeval_i", "CRUXEval-I"),
 )
 STEP_TIME_WINDOW = 10  # steps in the moving average behind the ETA; the first step's compile time drops out
 
@@ -48,15 +52,15 @@ class MetricsWriter:
     if self._active:
       os.makedirs(workdir, exist_ok=True)
 
-  def truncate_after(self, first_step: int) -> None:
-    """Forgets every record with step >= first_step (the first step a resumed run will write)."""
+  def truncate_after(self, step: int) -> None:
+    """Forgets every record with a step after `step`, the restored checkpoint's step."""
     if not self._active:
       return
     if self._tb is not None:
       raise RuntimeError("truncate_after must be called before the first write")
     for path in (self._scalars_path, self._samples_path):
-      _drop_records_from(path, first_step)
-    self._purge_step = first_step
+      _drop_records_after(path, step)
+    self._purge_step = step + 1  # TensorBoard hides older events at this step and later
 
   def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
     if not self._active:
@@ -78,12 +82,12 @@ class MetricsWriter:
     _append(self._samples_path, {"step": step, **texts})
 
   def progress_line(self, step: int, step_seconds: float, scalars: dict) -> str:
-    """'step 3/10 | 41.2s/step | ETA 4m48s | deduction/solve/accuracy 0.42 | ...' for steps 1..total_steps."""
+    """'step 3/10 | 41.2s/step | ETA 4m48s | deduction acc 0.42 | ...'; `step` just finished, 1..total_steps."""
     self._step_times.append(step_seconds)
     per_step = sum(self._step_times) / len(self._step_times)
     parts = [f"step {step}/{self.total_steps}", f"{per_step:.1f}s/step",
              f"ETA {_duration(per_step * max(self.total_steps - step, 0))}"]
-    parts += [f"{k} {float(scalars[k]):.3g}" for k in PROGRESS_KEYS if k in scalars]
+    parts += [f"{label} {float(scalars[k]):.3g}" for k, label in PROGRESS_KEYS if k in scalars]
     return " | ".join(parts)
 
   def close(self) -> None:
@@ -102,8 +106,8 @@ def _append(path: str, record: dict) -> None:
     f.write(json.dumps(record, allow_nan=False) + "\n")
 
 
-def _drop_records_from(path: str, first_step: int) -> None:
-  """Rewrites `path` without records at or past `first_step`, or unreadable lines (a crash mid-write)."""
+def _drop_records_after(path: str, step: int) -> None:
+  """Rewrites `path` without records after `step`, or unreadable lines (a crash mid-write)."""
   if not os.path.exists(path):
     return
   kept = []
@@ -113,7 +117,7 @@ def _drop_records_from(path: str, first_step: int) -> None:
         record = json.loads(line)
       except json.JSONDecodeError:
         continue
-      if record["step"] < first_step:
+      if record["step"] <= step:
         kept.append(line if line.endswith("\n") else line + "\n")
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".truncate-")
   with os.fdopen(fd, "w") as f:

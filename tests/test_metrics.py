@@ -78,7 +78,7 @@ def test_resume_drops_steps_from_the_resumed_one(tmp_path):
     f.write('{"step": 6, "lo')  # the crash cut the last line
 
   w = MetricsWriter(str(tmp_path), total_steps=10)
-  w.truncate_after(4)  # the checkpoint was after step 3
+  w.truncate_after(3)  # the last checkpoint was saved after step 3
   w.write_scalars(4, {"loss": 40.0})
   w.close()
 
@@ -94,8 +94,8 @@ def test_resume_drops_steps_from_the_resumed_one(tmp_path):
 def test_progress_line_has_eta_from_moving_average(tmp_path):
   w = MetricsWriter(str(tmp_path), total_steps=10, enable_tensorboard=False)
   w.progress_line(1, 100.0, {})  # the first step also compiles
-  line = w.progress_line(2, 20.0, {"deduction/solve/accuracy": 0.4213, "loss": 1.5, "other": 3.0})
-  assert line == "step 2/10 | 60.0s/step | ETA 8m00s | deduction/solve/accuracy 0.421 | loss 1.5"
+  line = w.progress_line(2, 20.0, {"optimizer/loss": 1.5, "deduction/solve/accuracy": 0.4213, "other": 3.0})
+  assert line == "step 2/10 | 60.0s/step | ETA 8m00s | deduction acc 0.421 | loss 1.5"
   for step in range(3, 13):
     line = w.progress_line(step, 20.0, {})
   assert line.startswith("step 12/10 | 20.0s/step | ETA 0s")  # the compile step left the window
