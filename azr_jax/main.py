@@ -138,13 +138,14 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                     writer.write_scalars(0, validate(sampler, tokenizer, pool, config, log))
             for step in range(start, config.total_steps):
                 t = time.perf_counter()
-                metrics, texts = selfplay.train_step(step)
+                result = selfplay.train_step(step)
+                metrics = result.metrics
                 done = step + 1
                 if config.eval.every_steps and done % config.eval.every_steps == 0:
                     metrics.update(validate(sampler, tokenizer, pool, config, log))
                 writer.write_scalars(done, metrics)
                 if config.log_samples_every_steps and done % config.log_samples_every_steps == 0:
-                    writer.write_texts(done, texts)
+                    writer.write_texts(done, result.texts)
                 log(writer.progress_line(done, time.perf_counter() - t, metrics))
                 last = done == config.total_steps
                 checkpointer.save(

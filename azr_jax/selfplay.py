@@ -55,6 +55,14 @@ class Rollout:
     reward: float = 0.0
 
 
+@dataclasses.dataclass
+class StepResult:
+    metrics: dict[str, float]
+    texts: dict[str, str]  # one sampled response per group, for TensorBoard
+    proposals: list[Rollout]
+    solver: list[Rollout]
+
+
 def _ast_size(program: str) -> int:
     try:
         return sum(1 for _ in ast.walk(ast.parse(program)))
@@ -238,8 +246,9 @@ class SelfPlay:
 
     # --------------------------------------------------------------------------------------- step
 
-    def train_step(self, step: int) -> tuple[dict[str, float], dict[str, str]]:
-        """One AZR step. Returns (scalar metrics, text samples)."""
+    def train_step(self, step: int) -> StepResult:
+        """One AZR step: everything of step `step` derives from (config.seed, step), so a resumed run
+        repeats it exactly."""
         c = self.config
         rng = np.random.default_rng([c.seed, step])
         key = jax.random.fold_in(self.key, step)
@@ -339,7 +348,7 @@ class SelfPlay:
         metrics["tokens_per_second/sampling"] = generated / max(
             timings["time/propose"] + timings["time/learnability_sample"] + timings["time/solve_sample"], 1e-9
         )
-        return metrics, self.text_samples(proposals, solver)
+        return StepResult(metrics, self.text_samples(proposals, solver), proposals, solver)
 
     def update(self, trained: list[Rollout]) -> dict[str, float]:
         """TRR++ advantages over the six groups, then one optimiser step on every trained sequence."""
@@ -456,10 +465,11 @@ class SelfPlay:
     # -------------------------------------------------------------------------------- checkpoint
 
     def state(self) -> dict:
-        return {"params": self.params, "opt_state": self.opt_state}
+        """What the checkpoint holds besides the buffers. Step t's randomness derives from (key, t)."""
+        return {"params": self.params, "opt_state": self.opt_state, "key": self.key}
 
     def load_state(self, state: dict) -> None:
-        self.params, self.opt_state = state["params"], state["opt_state"]
+        self.params, self.opt_state, self.key = state["params"], state["opt_state"], state["key"]
         nnx.update(self.sampler.model, self.params)
 
     def close(self) -> None:
