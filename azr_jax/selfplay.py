@@ -246,9 +246,9 @@ class SelfPlay:
 
     # --------------------------------------------------------------------------------------- step
 
-    def train_step(self, step: int) -> StepResult:
+    def train_step(self, step: int, *, update: bool = True) -> StepResult:
         """One AZR step: everything of step `step` derives from (config.seed, step), so a resumed run
-        repeats it exactly."""
+        repeats it exactly. update=False stops before the optimiser step (to measure rewards only)."""
         c = self.config
         rng = np.random.default_rng([c.seed, step])
         key = jax.random.fold_in(self.key, step)
@@ -291,16 +291,19 @@ class SelfPlay:
         # learnability rollouts are being checked).
         for t in self.task_types:
             self.buffers.add(t, [r.task for r in valid if r.task_type == t])
+        tasks = [
+            task
+            for t in self.task_types
+            for task in self.buffers.solver_tasks(t, c.batch_size, rng, proposals=c.solver_tasks)
+        ]
         solver: list[Rollout] = []
-        for t in self.task_types:
-            tasks = self.buffers.solver_tasks(t, c.batch_size, rng, proposals=c.solver_tasks)
+        if tasks:
             ids = self.solver_prompt_ids(tasks)
-            if tasks:
-                solver_samples = self.sample(ids, 1, jax.random.fold_in(key, 2 + int(group_id(t, Role.SOLVER))))
-                rs = self._rollouts(t, Role.SOLVER, ids, solver_samples)
-                for r, task in zip(rs, tasks):
-                    r.task = task
-                solver += rs
+            solver_samples = self.sample(ids, 1, jax.random.fold_in(key, 2))
+            for i, task in enumerate(tasks):
+                (r,) = self._rollouts(task.task_type, Role.SOLVER, [ids[i]], _row(solver_samples, i))
+                r.task = task
+                solver.append(r)
         lap("solve_sample")
         for r, (ok_format, correct, reason) in zip(
             solver, self.check_answers([r.task for r in solver], [r.text for r in solver])
@@ -338,7 +341,7 @@ class SelfPlay:
 
         # 6. TRR++ advantages and the update.
         trained = solver + (proposals if c.train_proposer else [])
-        update_metrics = self.update(trained)
+        update_metrics = self.update(trained) if update else {}
         lap("update")
         metrics = self.step_metrics(proposals, solver, contexts)
         metrics.update(update_metrics)

@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from azr_jax.executor import ExecutorPool
-from azr_jax.main import ConfigError, build, check_config, train
+from azr_jax.trainer import ConfigError, build, check_config, train
 from azr_jax.sampling import Samples
 from azr_jax.selfplay import SelfPlay
 from azr_jax.tasks import TaskType

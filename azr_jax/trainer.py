@@ -1,0 +1,161 @@
+"""The trainer: build the model and sampler from a config, run (or resume) self-play, validate, save.
+
+`python -m azr_jax.main` is its command line; tests and benchmarks call `train` and `build` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run: the message names the field."""
+
+
+def check_config(c) -> None:
+    from azr_jax.parsing import STRICTNESS
+    from azr_jax.tasks import TaskType
+
+    def need(ok, message):
+        if not ok:
+            raise ConfigError(f"bad config: {message}")
+
+    known = [t.value for t in TaskType]
+    need(c.task_types and all(t in known for t in c.task_types), f"task_types={c.task_types}; choose from {known}")
+    need(bool(c.model.checkpoint) != bool(c.model.preset), "set exactly one of model.checkpoint and model.preset")
+    need(not c.model.preset or c.model.tokenizer, "model.preset needs model.tokenizer (a tokenizer directory)")
+    need(c.answer_format in STRICTNESS, f"answer_format={c.answer_format!r}; choose from {STRICTNESS}")
+    need(c.template in ("azr", "chat"), f"template={c.template!r}; choose azr or chat")
+    need(c.solver_tasks in ("current", "previous"), f"solver_tasks={c.solver_tasks!r}")
+    for name in ("total_steps", "batch_size", "learnability_rollouts", "max_prompt_tokens", "max_response_tokens"):
+        need(c[name] >= 1, f"{name}={c[name]} must be >= 1")
+    need(c.optimizer.microbatch_size >= 1, "optimizer.microbatch_size must be >= 1")
+    need(c.num_references >= 0, "num_references must be >= 0")
+
+
+def build(config):
+    """Mesh, model (loaded straight into its shardings), tokenizer and sampler."""
+    from azr_jax.checkpoints import load_hf_checkpoint, load_tokenizer
+    from azr_jax.model import init_model, make_mesh, preset
+    from azr_jax.sampling import Sampler
+
+    mesh = make_mesh(dict(config.mesh))
+    m = config.model
+    dtypes = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, remat=m.remat)
+    tokenizer = load_tokenizer(m.tokenizer or m.checkpoint)
+    if m.checkpoint:
+        model = load_hf_checkpoint(m.checkpoint, mesh, **dtypes)
+    else:
+        model = init_model(preset(m.preset, vocab_size=len(tokenizer), **dtypes), mesh, seed=config.seed)
+    sampler = Sampler(model, tokenizer, cache_dtype=config.sampling.cache_dtype)
+    return mesh, model, tokenizer, sampler
+
+
+def validate(sampler, tokenizer, pool, config, log) -> dict[str, float]:
+    """Greedy CRUXEval-O (deduction) and CRUXEval-I (abduction) on the first `eval.limit` problems."""
+    from azr_jax.evaluation import evaluate
+
+    report = evaluate(
+        sampler,
+        tokenizer,
+        pool,
+        ["cruxeval_o", "cruxeval_i"],
+        limit=config.eval.limit,
+        template=config.template,
+        max_new_tokens=config.eval.max_new_tokens,
+        strictness=config.answer_format,
+        data_dir=config.data_dir or None,
+        batch_size=config.eval.batch_size,
+        log=log,
+    )
+    return {f"validation/{k}": float(v) for k, v in report.scores.items() if k in ("cruxeval_o", "cruxeval_i")}
+
+
+def train(config, workdir: str, log=print) -> dict[str, float]:
+    """Runs (or resumes) self-play until `config.total_steps`; returns the last step's metrics."""
+    import jax
+    from flax import nnx
+
+    from azr_jax.buffers import TaskBuffers
+    from azr_jax.checkpointing import Checkpointer
+    from azr_jax.checkpoints import export_hf_checkpoint
+    from azr_jax.executor import ExecutorPool
+    from azr_jax.metrics import MetricsWriter
+    from azr_jax.selfplay import SelfPlay
+
+    check_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    mesh, model, tokenizer, sampler = build(config)
+    log(
+        f"model: {config.model.checkpoint or config.model.preset}, {model.cfg.num_params / 1e6:.0f}M parameters, "
+        f"mesh {dict(mesh.shape)}"
+    )
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        keep=config.keep_checkpoints,
+        save_interval_steps=config.checkpoint_every_steps,
+    )
+    checkpointer.install_preemption_handler()
+    writer = MetricsWriter(workdir, total_steps=config.total_steps)
+    metrics: dict[str, float] = {}
+    with (
+        jax.set_mesh(mesh),
+        ExecutorPool(num_workers=config.executor.num_workers or None, timeout_s=config.executor.timeout_s) as pool,
+    ):
+        selfplay = SelfPlay(config, model, tokenizer, sampler, pool)
+        try:
+            abstract = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), selfplay.state()
+            )
+            restored = checkpointer.restore_latest(abstract)
+            if restored:
+                start, state, extra = restored
+                selfplay.load_state(state)
+                selfplay.buffers = TaskBuffers.from_dict(extra["buffers"])
+                writer.truncate_after(start)
+                log(f"resumed from step {start} (buffers {selfplay.buffers.sizes()})")
+            else:
+                start = 0
+                t = time.perf_counter()
+                selfplay.seed_buffers(log)
+                log(f"seeded the buffers in {time.perf_counter() - t:.0f}s: {selfplay.buffers.sizes()}")
+                if config.eval.every_steps:
+                    writer.write_scalars(0, validate(sampler, tokenizer, pool, config, log))
+            for step in range(start, config.total_steps):
+                t = time.perf_counter()
+                result = selfplay.train_step(step)
+                metrics = result.metrics
+                done = step + 1
+                if config.eval.every_steps and done % config.eval.every_steps == 0:
+                    metrics.update(validate(sampler, tokenizer, pool, config, log))
+                writer.write_scalars(done, metrics)
+                if config.log_samples_every_steps and done % config.log_samples_every_steps == 0:
+                    writer.write_texts(done, result.texts)
+                log(writer.progress_line(done, time.perf_counter() - t, metrics))
+                last = done == config.total_steps
+                checkpointer.save(
+                    done,
+                    selfplay.state(),
+                    {"buffers": selfplay.buffers.to_dict()},
+                    force=last or checkpointer.preempted,
+                )
+                if checkpointer.preempted and not last:
+                    log(f"preempted: saved step {done}, exiting")
+                    break
+            else:
+                if config.export_hf_at_end:
+                    out = os.path.join(workdir, "hf", f"step_{config.total_steps}")
+                    nnx.update(model, selfplay.params)
+                    export_hf_checkpoint(model, out)
+                    tokenizer.save_pretrained(out)
+                    log(f"exported {out}")
+        finally:
+            selfplay.close()
+            checkpointer.wait()
+            checkpointer.close()
+            writer.close()
+    log(f"TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+    return metrics
