@@ -52,6 +52,7 @@ class Rollout:
     reason: str = ""
     solve_rate: float = 0.0  # proposer: learnability rollouts' mean correctness
     task: Task | None = None  # proposer: the validated task; solver: the task solved
+    context: object = None  # proposer: the reference tasks shown (deduction/abduction) or the program (induction)
     reward: float = 0.0
 
 
@@ -160,21 +161,34 @@ class SelfPlay:
             out.append((self.render(prompts.proposer_prompt(task_type, references=refs)), refs))
         return out
 
-    def validate(self, rollouts: list[Rollout], contexts: list) -> None:
+    def propose(self, task_types, rng: np.random.Generator, key) -> list[Rollout]:
+        """B proposer prompts per task type, sampled in one call."""
+        flat = [(t, ids, ctx) for t in task_types for ids, ctx in self.proposer_prompts(t, self.config.batch_size, rng)]
+        if not flat:
+            return []
+        samples = self.sample([ids for _, ids, _ in flat], 1, key)
+        rollouts = []
+        for i, (t, ids, ctx) in enumerate(flat):
+            (r,) = self._rollouts(t, Role.PROPOSER, [ids], _row(samples, i))
+            r.context = ctx
+            rollouts.append(r)
+        return rollouts
+
+    def validate(self, rollouts: list[Rollout]) -> None:
         """Parses proposals and runs the executor's checks; fills well_formatted / valid / task."""
         programs = []
-        for r, context in zip(rollouts, contexts):
+        for r in rollouts:
             if r.task_type == TaskType.INDUCTION:
                 parsed = parsing.parse_induction_proposal(r.text, self.strictness)
                 r.well_formatted, r.reason = parsed.well_formatted, parsed.reason or ""
                 if parsed.well_formatted:
-                    verdicts = self.pool.validate_induction_inputs(context, list(parsed.inputs))
+                    verdicts = self.pool.validate_induction_inputs(r.context, list(parsed.inputs))
                     bad = [v for v in verdicts if not v.ok]
                     r.valid = not bad
                     r.reason = bad[0].reason.value if bad else Reason.OK.value
                     if r.valid:
                         outputs = tuple(v.output for v in verdicts)
-                        r.task = Task(TaskType.INDUCTION, context, tuple(parsed.inputs), outputs, parsed.message)
+                        r.task = Task(TaskType.INDUCTION, r.context, tuple(parsed.inputs), outputs, parsed.message)
             else:
                 parsed = parsing.parse_program_proposal(r.text, self.strictness)
                 r.well_formatted, r.reason = parsed.well_formatted, parsed.reason or ""
@@ -228,17 +242,12 @@ class SelfPlay:
             if not missing:
                 return
             rng = np.random.default_rng([c.seed, 1_000_000 + round_])
+            if TaskType.INDUCTION in missing and not self.buffers.induction_programs():
+                missing.remove(TaskType.INDUCTION)
+            proposals = self.propose(missing, rng, jax.random.fold_in(self.key, 1_000_000 + round_))
+            self.validate(proposals)
             for task_type in missing:
-                if task_type == TaskType.INDUCTION and not self.buffers.induction_programs():
-                    continue
-                contexts = self.proposer_prompts(task_type, c.batch_size, rng)
-                ids = [p for p, _ in contexts]
-                seed = jax.random.fold_in(
-                    jax.random.fold_in(self.key, 1_000_000), round_ * 8 + int(group_id(task_type, Role.PROPOSER))
-                )
-                rollouts = self._rollouts(task_type, Role.PROPOSER, ids, self.sample(ids, 1, seed))
-                self.validate(rollouts, [ctx for _, ctx in contexts])
-                self.buffers.add(task_type, [r.task for r in rollouts if r.valid])
+                self.buffers.add(task_type, [r.task for r in proposals if r.valid and r.task_type == task_type])
             log_fn(f"seeding round {round_ + 1}: buffer sizes {self.buffers.sizes()} (target {target})")
         short = {t.value: len(self.buffers.tasks[t]) for t in self.task_types if len(self.buffers.tasks[t]) < target}
         if short:
@@ -262,18 +271,11 @@ class SelfPlay:
             clock = now
 
         # 1. Propose: B prompts per task type, one sampler call.
-        contexts = {t: self.proposer_prompts(t, c.batch_size, rng) for t in self.task_types}
-        contexts = {t: v for t, v in contexts.items() if v}
-        flat = [(t, ids, ctx) for t, v in contexts.items() for ids, ctx in v]
-        proposals: list[Rollout] = []
-        if flat:
-            samples = self.sample([ids for _, ids, _ in flat], 1, jax.random.fold_in(key, 0))
-            for i, (t, ids, _) in enumerate(flat):
-                proposals += self._rollouts(t, Role.PROPOSER, [ids], _row(samples, i))
+        proposals = self.propose(self.task_types, rng, jax.random.fold_in(key, 0))
         lap("propose")
 
         # 2. Validate in the executor (AZR_SPEC section 3).
-        self.validate(proposals, [ctx for _, _, ctx in flat])
+        self.validate(proposals)
         lap("validate")
 
         # 3. Learnability: N solver rollouts per valid proposal (not trained on).
@@ -343,7 +345,7 @@ class SelfPlay:
         trained = solver + (proposals if c.train_proposer else [])
         update_metrics = self.update(trained) if update else {}
         lap("update")
-        metrics = self.step_metrics(proposals, solver, contexts)
+        metrics = self.step_metrics(proposals, solver)
         metrics.update(update_metrics)
         metrics.update(timings)
         metrics["time/step"] = sum(timings.values())
@@ -419,7 +421,7 @@ class SelfPlay:
 
     # ------------------------------------------------------------------------------------ metrics
 
-    def step_metrics(self, proposals: list[Rollout], solver: list[Rollout], contexts) -> dict[str, float]:
+    def step_metrics(self, proposals: list[Rollout], solver: list[Rollout]) -> dict[str, float]:
         m: dict[str, float] = {}
         for role, rollouts in ((Role.PROPOSER, proposals), (Role.SOLVER, solver)):
             for t in self.task_types:
@@ -447,10 +449,7 @@ class SelfPlay:
                         m[f"{g}/solve_rate"] = float(np.mean([r.solve_rate for r in valid]))
                         m[f"{g}/program_ast_size"] = float(np.mean([_ast_size(r.task.program) for r in valid]))
                     if t != TaskType.INDUCTION and valid:
-                        refs = {id(r): ctx for r, (_, ctx) in zip(rs, contexts.get(t, []))}
-                        m[f"{g}/diversity"] = float(
-                            np.mean([diversity(r.task.program, refs.get(id(r), [])) for r in valid])
-                        )
+                        m[f"{g}/diversity"] = float(np.mean([diversity(r.task.program, r.context) for r in valid]))
         for t, size in self.buffers.sizes().items():
             m[f"buffer/{t}"] = float(size)
         return m

@@ -160,6 +160,7 @@ def test_tiny_runs_and_resume_after_a_kill_is_identical(tmp_path):
     """4 steps straight == 2 steps, SIGTERM (preemption: save and exit), then 2 resumed steps."""
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     config = tiny_config(total_steps=4, export_hf_at_end=True)
+    config.eval.update(every_steps=2, limit=1, max_new_tokens=8, batch_size=2)
     train(config, straight, log=lambda s: None)
     assert os.path.exists(os.path.join(straight, "hf", "step_4", "config.json"))
 
@@ -172,5 +173,8 @@ def test_tiny_runs_and_resume_after_a_kill_is_identical(tmp_path):
     assert len(_metric_lines(resumed)) == 2
     train(config, resumed, log=lambda s: None)
     assert _metric_lines(straight) == _metric_lines(resumed)
+    validation = [m for m in _metric_lines(straight) if "validation/cruxeval_o" in m]
+    assert [m["step"] for m in validation] == [0, 2, 4]
+    assert all(0.0 <= m["validation/cruxeval_i"] <= 1.0 for m in validation)
     a, b = (load_file(os.path.join(d, "hf", "step_4", "model.safetensors")) for d in (straight, resumed))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

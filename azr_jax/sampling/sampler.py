@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Sequence
 
 import jax
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from azr_jax.model import KVCache, Transformer, logical_sharding, positions_from_mask
+from azr_jax.model import LOGICAL_AXIS_RULES, KVCache, Transformer, logical_sharding, positions_from_mask
 from azr_jax.model.transformer import constrain
 
 
@@ -180,7 +181,10 @@ class Sampler:
             raise ValueError("every prompt needs at least one token")
         n_prompts = len(prompts)
         p = _bucket(max(map(len, prompts)), self.prompt_buckets, 16)
-        b = _bucket(n_prompts, self.batch_buckets, 1)
+        mesh = self._mesh()
+        # Round the batch up to what the batch-parallel mesh axes divide, so rows are split, not replicated.
+        split = 1 if mesh is None else math.prod(mesh.shape[a] for a in LOGICAL_AXIS_RULES["batch"])
+        b = -(-_bucket(n_prompts, self.batch_buckets, 1) // split) * split
         tokens = np.zeros((b, p), np.int32)
         valid = np.zeros((b, p), bool)
         for i, ids in enumerate(prompts):
@@ -197,7 +201,6 @@ class Sampler:
         )
         key = jax.random.key(seed) if isinstance(seed, int) else seed
         graphdef, state = nnx.split(self.model)
-        mesh = self._mesh()
         if mesh is not None:
             batch = logical_sharding(("batch", None), mesh, tokens.shape)
             tokens, valid = jax.device_put(tokens, batch), jax.device_put(valid, batch)
