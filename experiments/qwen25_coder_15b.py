@@ -4,7 +4,7 @@
     python -m azr_jax.main --config=experiments/qwen25_coder_15b.py --workdir=workdirs/qwen25_coder_15b
     bash launch/gpu.sh experiments/qwen25_coder_15b.py workdirs/qwen25_coder_15b
 
-Roughly three times the 0.5B's step time; same settings otherwise.
+Same settings as the 0.5B config; not yet run on a GPU here.
 """
 
 import os
