@@ -1,4 +1,5 @@
-"""Ablation on Qwen2.5-7B (paper's 7B base, overall average 46.8 with everything on): deduction only (overall average 43.3 in the paper).
+"""Ablation on Qwen2.5-7B (paper's 7B base, overall average 46.8 with everything on): deduction only
+(overall average 43.3 in the paper).
 
     python -m azr_jax.main --config=experiments/ablation_deduction_only.py --workdir=gs://BUCKET/azr/ablation_deduction_only \
         --config.model.checkpoint=/path/to/Qwen2.5-7B

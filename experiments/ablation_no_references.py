@@ -1,4 +1,5 @@
-"""Ablation on Qwen2.5-7B (paper's 7B base, overall average 46.8 with everything on): proposer sees no reference tasks (43.8).
+"""Ablation on Qwen2.5-7B (paper's 7B base, overall average 46.8 with everything on): proposer sees no
+reference tasks (43.8).
 
     python -m azr_jax.main --config=experiments/ablation_no_references.py --workdir=gs://BUCKET/azr/ablation_no_references \
         --config.model.checkpoint=/path/to/Qwen2.5-7B

@@ -1,4 +1,5 @@
-"""Ablation on Qwen2.5-7B (paper's 7B base, overall average 46.8 with everything on): proposer not trained (45.4).
+"""Ablation on Qwen2.5-7B (paper's 7B base, overall average 46.8 with everything on): proposer not
+trained (45.4).
 
     python -m azr_jax.main --config=experiments/ablation_proposer_frozen.py --workdir=gs://BUCKET/azr/ablation_proposer_frozen \
         --config.model.checkpoint=/path/to/Qwen2.5-7B

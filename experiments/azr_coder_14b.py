@@ -4,7 +4,8 @@
         --config.model.checkpoint=/path/to/Qwen2.5-Coder-14B
     bash launch/tpu_vm.sh TPU_NAME ZONE experiments/azr_coder_14b.py gs://BUCKET/azr/azr_coder_14b   # every TPU VM worker
 
-Hardware (untested here): a TPU v4-128 / v5p-64 slice, or 32 x H100 (four hosts). The checkpoint is a Hugging Face directory (config.json, safetensors, tokenizer);
+Hardware (untested here): a TPU v4-128 / v5p-64 slice, or 32 x H100 (four hosts). The checkpoint is a
+Hugging Face directory (config.json, safetensors, tokenizer);
 parameters load straight into their shardings. Expect about 500 steps; the paper reports the
 overall benchmark average rising over the base model (AZR_SPEC section 9) and CRUXEval-O/I climbing in
 the first 100-200 steps (the validation/ scalars in TensorBoard).
