@@ -67,6 +67,9 @@ def cpu(args):
     model = load_hf_checkpoint(path, make_mesh((1, 1, 1), jax.devices()[:1]), compute_dtype="float32")
     ours, _ = time_ours(model, tokenizer, prompts, args.new_tokens)
     ref = time_transformers(path, prompts, args.new_tokens, "cpu", torch.float32)
+    # Decoding reads every weight once per step: at batch B that caps tokens/s at B * bandwidth / bytes.
+    floor = args.batch * measure_bandwidth() / (model.cfg.num_params * 4)
+    print(f"memory-bandwidth limit for fp32 weights at batch {args.batch}: {floor:.1f} tok/s")
     print(
         f"SmolLM2-135M fp32 CPU batch {args.batch}, {args.new_tokens} new tokens: "
         f"azr_jax {ours:.1f} tok/s, transformers {ref:.1f} tok/s"
@@ -110,6 +113,7 @@ class _StubTokenizer:
 
 
 def measure_bandwidth() -> float:
+    """Bytes read + written per second by a large elementwise pass (device memory, or RAM on CPU)."""
     x = jax.numpy.ones((1 << 28,), jax.numpy.float32)
     copy = jax.jit(lambda a: a + 1)
     copy(x).block_until_ready()

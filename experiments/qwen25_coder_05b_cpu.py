@@ -21,7 +21,7 @@ def get_config():
     c = paper_config()
     c.model.checkpoint = os.path.join(models_dir(), "qwen2.5-coder-0.5b-instruct")  # converted by launch/setup.sh
     c.model.compute_dtype = "float32"
-    c.model.remat = "none"
+    c.model.remat = "full"  # activations of 24 layers at once would not fit next to AdamW state in 24 GB
     c.mesh = {"data": -1, "fsdp": 1, "tensor": 1}
     c.template = "chat"
     c.answer_format = "answer_blocks"
@@ -30,12 +30,12 @@ def get_config():
     c.num_references = 2
     c.learnability_rollouts = 2
     c.seed_buffer_size = 2
-    c.seed_max_rounds = 4
+    c.seed_max_rounds = 2
     c.max_prompt_tokens = 1024
     c.max_response_tokens = 128
     c.logit_chunk = 128
     c.sampling.cache_dtype = "float32"
-    c.optimizer.microbatch_size = 4
+    c.optimizer.microbatch_size = 2
     c.executor.num_workers = 2
     c.checkpoint_every_steps = 1
     c.eval.every_steps = 2
