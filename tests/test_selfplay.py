@@ -170,7 +170,7 @@ def test_tiny_runs_and_resume_after_a_kill_is_identical(tmp_path):
 
     train(config, resumed, log=kill_after_step_2)
     assert _latest_step(resumed) == 2
-    assert len(_metric_lines(resumed)) == 2
+    assert [m["step"] for m in _metric_lines(resumed)] == [0, 1, 2]  # step 0: validation before training
     train(config, resumed, log=lambda s: None)
     assert _metric_lines(straight) == _metric_lines(resumed)
     validation = [m for m in _metric_lines(straight) if "validation/cruxeval_o" in m]
