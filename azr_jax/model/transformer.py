@@ -26,21 +26,21 @@ _MASK_VALUE = float(np.finfo(np.float32).min)
 
 
 class KVCache(NamedTuple):
-    k: jax.Array  # [layers, batch, slots, kv_heads, head_dim]
+    k: jax.Array  # [layers, batch, kv_heads, slots, head_dim]: (batch, head) leading, as attention reads it
     v: jax.Array
     valid: jax.Array  # [batch, slots] bool: the slot holds a real (not padding) token
     index: jax.Array  # int32 scalar: the next slot to write
 
     @classmethod
     def create(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.bfloat16) -> "KVCache":
-        shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
+        shape = (cfg.num_layers, batch, cfg.num_kv_heads, slots, cfg.head_dim)
         return cls(
             jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, slots), bool), jnp.zeros((), jnp.int32)
         )
 
     @staticmethod
     def logical_axes() -> "KVCache":
-        kv = ("layers", "batch", "cache_seq", "kv_heads", "head_dim")
+        kv = ("layers", "batch", "kv_heads", "cache_seq", "head_dim")
         return KVCache(kv, kv, ("batch", "cache_seq"), ())
 
 
@@ -88,7 +88,7 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
 def attention(q, k, v, valid, cache_k=None, cache_v=None, cache_valid=None):
     """Grouped-query attention of new tokens over the cache and over themselves (causally).
 
-    q: [B,T,H,D]; k, v: [B,T,K,D] the new tokens; valid: [B,T]. The cache (k, v: [B,S,K,D], valid
+    q: [B,T,H,D]; k, v: [B,T,K,D] the new tokens; valid: [B,T]. The cache (k, v: [B,K,S,D], valid
     [B,S]) holds earlier tokens only, so every valid cache slot is visible to every query. The two
     score blocks share one softmax, which avoids writing the new keys into the cache before attending.
     """
@@ -99,14 +99,14 @@ def attention(q, k, v, valid, cache_k=None, cache_v=None, cache_valid=None):
     scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
     scores = jnp.where(causal[:, None, None], scores, _MASK_VALUE)
     if cache_k is not None:
-        past = jnp.einsum("btkgd,bskd->bkgts", q, cache_k.astype(q.dtype), preferred_element_type=jnp.float32)
+        past = jnp.einsum("btkgd,bksd->bkgts", q, cache_k.astype(q.dtype), preferred_element_type=jnp.float32)
         past = jnp.where(cache_valid[:, None, None, None, :], past, _MASK_VALUE)
         scores = jnp.concatenate([past, scores], axis=-1)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    s = 0 if cache_k is None else cache_k.shape[1]
+    s = 0 if cache_k is None else cache_k.shape[2]
     out = jnp.einsum("bkgts,bskd->btkgd", probs[..., s:], v)
     if cache_k is not None:
-        out = out + jnp.einsum("bkgts,bskd->btkgd", probs[..., :s], cache_v.astype(v.dtype))
+        out = out + jnp.einsum("bkgts,bksd->btkgd", probs[..., :s], cache_v.astype(v.dtype))
     return out.reshape(b, t, h, d)
 
 
@@ -215,7 +215,7 @@ class Transformer(nnx.Module):
             x, (k, v) = jax.lax.scan(body, x, (weights, cache.k, cache.v))
             # One in-place write of every layer's new keys and values, after the layer loop.
             write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(
-                c, new.astype(c.dtype), cache.index, axis=2
+                c, new.swapaxes(2, 3).astype(c.dtype), cache.index, axis=3
             )  # noqa: E731
             cache = KVCache(
                 write(cache.k, k),
