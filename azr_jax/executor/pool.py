@@ -111,7 +111,10 @@ class _Worker:
         except ProcessLookupError:
             pass
         self.proc.wait()
-        self.proc.stdin.close()
+        try:  # closing flushes what a failed send left buffered, into a pipe nobody reads
+            self.proc.stdin.close()
+        except OSError:
+            pass
         self.proc.stdout.close()
 
 
