@@ -15,7 +15,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import logging
-import os
 import time
 from typing import Sequence
 

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from azr_jax.executor import ExecutorPool
 from azr_jax.trainer import build
 from azr_jax.selfplay import SelfPlay
-from azr_jax.tasks import Role, TaskType
+from azr_jax.tasks import TaskType
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config")
 _STEPS = flags.DEFINE_integer("steps", 1, "dry steps per setting")
