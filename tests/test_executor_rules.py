@@ -10,6 +10,7 @@ from azr_jax.executor.rules import check_input, check_program, parse_literal
     "def f(x):\n    return x + 1\n",
     "import math\nfrom typing import List\ndef f(xs: List[int]):\n    return math.prod(xs)\n",
     "import re\ndef f(s):\n    return re.compile('a+').findall(s)\n",  # re.compile is no banned call
+    "def f(inputs, opened, exits):\n    return [inputs, opened.evaluate, exits]\n",
     "def helper(x):\n    return 2 * x\nclass C:\n    pass\ndef f(x):\n    return helper(x)\n",
 ])
 def test_program_accepted(program):
@@ -33,6 +34,8 @@ def test_program_accepted(program):
     ("def f(x):\n    return __import__('os')\n", Reason.BANNED_CALL),
     ("def f(x):\n    exec('y = 1')\n    return x\n", Reason.BANNED_CALL),
     ("def f(x):\n    return globals()\n", Reason.BANNED_CALL),
+    ("def f(x):\n    return (open\n    # a comment\n    )(x)\n", Reason.BANNED_CALL),
+    ("def f(x):\n    return \uff4f\uff50\uff45\uff4e(x)\n", Reason.BANNED_CALL),  # NFKC: fullwidth open
     ("x" * 30_000, Reason.TOO_LARGE),
 ])
 def test_program_rejected(program, reason):

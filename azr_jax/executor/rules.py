@@ -7,6 +7,7 @@ Every function returns None when the text passes, or a (Reason, detail) pair.
 
 import ast
 import math
+import re
 
 from .verdicts import Reason
 
@@ -15,6 +16,10 @@ BANNED_IMPORTS = frozenset(
     "hmac secrets socket pathlib shutil signal ctypes pickle".split())
 BANNED_CALLS = frozenset(
     "open input exec eval compile __import__ globals breakpoint exit quit".split())
+# An ASCII program none of whose words is `import` or a banned call cannot break rule 2: its AST
+# walk, the parent's largest per-validation cost, is skipped. (Non-ASCII identifiers are NFKC-
+# normalised by the parser, so `ｏｐｅｎ` is `open`: those programs are always walked.)
+_RULE_2_WORDS = re.compile(r"\b(?:import|%s)\b" % "|".join(sorted(BANNED_CALLS)))
 MAX_PROGRAM_CHARS = 20_000
 MAX_LITERAL_CHARS = 20_000  # inputs, answers and outputs; bounds parse time and recursion
 
@@ -36,6 +41,8 @@ def check_program(program, allow_helpers=True):
     if not allow_helpers and sum(isinstance(n, ast.FunctionDef)
                                  for n in ast.walk(tree)) > 1:
         return Reason.NO_ENTRY_POINT, "more than one function definition"
+    if program.isascii() and not _RULE_2_WORDS.search(program):
+        return None
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
