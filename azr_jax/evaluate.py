@@ -66,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_new_tokens", type=int, default=None,
                    help="one budget for all benchmarks (default: per benchmark)")
     p.add_argument("--batch_size", type=int, default=64, help="prompts per generate call")
+    p.add_argument("--compute_dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                   help="activations and matmuls (float32 is faster on CPUs without bf16 units)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="executor workers (default: cores)")
     p.add_argument("--code_timeout", type=float, default=60.0,
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
     devices = jax.devices()[:args.num_devices] if args.num_devices else None
     mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
     tokenizer = load_tokenizer(hf_dir)
-    sampler = Sampler(load_hf_checkpoint(hf_dir, mesh), tokenizer)
+    sampler = Sampler(load_hf_checkpoint(hf_dir, mesh, compute_dtype=args.compute_dtype), tokenizer)
     with ExecutorPool(args.workers, timeout_s=10.0, memory_mb=args.memory_mb) as pool:
         report = harness.evaluate(
             sampler, tokenizer, pool, names, limit=args.limit, template=args.template, n=args.n,
