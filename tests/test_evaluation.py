@@ -136,6 +136,24 @@ def test_evalplus_float_tolerance(pool):
     assert [x.correct for x in g] == [True, False]
 
 
+def test_evalplus_special_oracles(pool):
+    """EvalPlus grades some MBPP+ tasks on what their prompt specifies: order-free (Mbpp/2, /7),
+    None-or-not (Mbpp/787's text_match_three), an alternative reading (Mbpp/558)."""
+    problems = {p.meta["entry_point"]: p for p in B.load_problems("mbppplus")}
+    as_set = "def similar_elements(a, b):\n    return set(a) & set(b)"
+    too_many = "def similar_elements(a, b):\n    return set(a) | set(b)"
+    reversed_words = "import re\ndef find_char_long(s):\n    return re.findall(r'\\b\\w{4,}\\b', s)[::-1]"
+    match_object = "import re\ndef text_match_three(t):\n    return re.search('ab{3}', t)"
+    match_bool = "import re\ndef text_match_three(t):\n    return re.search('ab{3}', t) is None"
+    padded = ("def digit_distance_nums(a, b):\n    x, y = str(a), str(b)\n    w = max(len(x), len(y))\n"
+              "    return sum(abs(int(p) - int(q)) for p, q in zip(x.zfill(w), y.zfill(w)))")
+    cases = [("similar_elements", as_set, True), ("similar_elements", too_many, False),
+             ("find_char_long", reversed_words, True), ("text_match_three", match_object, True),
+             ("text_match_three", match_bool, False), ("digit_distance_nums", padded, True)]
+    g = grade("mbppplus", [(problems[name], wrapped("python", code)) for name, code, _ in cases], pool)
+    assert [x.correct for x in g] == [ok for *_, ok in cases], g
+
+
 def test_livecodebench_stdin_and_functional(pool):
     stdin = B.BENCHMARKS["livecodebench"].to_problem("livecodebench", 0, {
         "question_id": "s1", "question_content": "Print the sum of two integers.", "starter_code": "",

@@ -71,24 +71,52 @@ def _allclose(out, exp, atol, rtol=1e-7):
         return False
 
 
-_MBPP_NOT_NONE = ("check_str", "text_match_three", "text_starta_endb")
+# EvalPlus's special oracles (v0.3.1, `unsafe_execute`): tasks whose prompt leaves part of the
+# output unspecified, graded on what it does specify.
+_MBPP_NOT_NONE = ("check_str", "text_match_three", "text_starta_endb")  # only None / not None
+_MBPP_SET_EQ = ("similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly",
+                "larg_nnum", "intersection_array", "find_dissimilar", "Diff")  # order-free
+
+
+def _pyramid_surface(base_edge, height):
+    """Mbpp/581 read with `height` as the pyramid's (not the face's) height: also accepted."""
+    slant = ((base_edge / 2) ** 2 + height ** 2) ** 0.5
+    return round(base_edge ** 2 + 2 * base_edge * slant)
+
+
+def _digit_distance_padded(a, b):
+    """Mbpp/558 with the shorter number zero-padded: also accepted."""
+    x, y = str(a), str(b)
+    width = max(len(x), len(y))
+    return sum(abs(int(p) - int(q)) for p, q in zip(x.zfill(width), y.zfill(width)))
 
 
 def _matches(out, exp, atol, dataset, entry_point, args):
+    exact = out == exp
     if dataset == "mbpp":
         if entry_point == "are_equivalent":  # Mbpp/164: the reference itself is wrong
             return True
-        if entry_point == "sum_div" and out == 0:  # Mbpp/295
-            return True
-        if entry_point in _MBPP_NOT_NONE:  # only None / not None is specified
-            return exp == (out is not None)
+        if entry_point == "sum_div":  # Mbpp/295
+            exact = exact or out == 0
+        elif entry_point in _MBPP_SET_EQ:
+            try:
+                exact = set(out) == set(exp)
+            except TypeError:
+                return False
+        elif entry_point in _MBPP_NOT_NONE:
+            exact = out == exp if isinstance(out, bool) else exp == (out is not None)
+        elif entry_point == "surface_Area":
+            exact = exact or out == _pyramid_surface(*args)
+        elif entry_point == "digit_distance_nums":
+            exact = exact or out == _digit_distance_padded(*args)
     if dataset == "humaneval" and entry_point == "find_zero":  # any root is right
         return _allclose(sum(c * out ** i for i, c in enumerate(args[0])), 0.0, atol or 1e-6)
-    if out == exp:
+    if exact:
         return True
     if atol == 0 and _is_floats(exp):
         atol = 1e-6
-    return atol != 0 and _allclose(out, exp, atol)
+    # EvalPlus: same type, same length, then np.allclose(rtol=1e-7).
+    return atol != 0 and type(out) is type(exp) and _allclose(out, exp, atol)
 
 
 def _load(source, entry_point):
