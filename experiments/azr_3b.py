@@ -17,5 +17,5 @@ from azr_jax.defaults import paper_config
 def get_config():
     c = paper_config()
     c.model.checkpoint = "checkpoints/Qwen2.5-3B"
-    c.mesh = {'data': 1, 'fsdp': -1, 'tensor': 1}
+    c.mesh = {"data": 1, "fsdp": -1, "tensor": 1}
     return c

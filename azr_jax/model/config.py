@@ -72,6 +72,25 @@ def _qwen(layers, hidden, heads, kv, mlp, tied, vocab=151936, theta=1e6) -> dict
     )
 
 
+def _llama(layers, hidden, heads, kv, mlp, tied, vocab, theta, max_positions, scaling=None) -> dict[str, Any]:
+    return dict(
+        architecture="llama",
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=mlp,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=hidden // heads,
+        rope_theta=theta,
+        rms_norm_eps=1e-5,
+        qkv_bias=False,
+        tie_word_embeddings=tied,
+        max_position_embeddings=max_positions,
+        rope_scaling=scaling,
+    )
+
+
 _LLAMA31_SCALING = (
     ("factor", 8.0),
     ("high_freq_factor", 4.0),
@@ -90,54 +109,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "qwen2.5-coder-3b": _qwen(36, 2048, 16, 2, 11008, True),
     "qwen2.5-coder-7b": _qwen(28, 3584, 28, 4, 18944, False, vocab=152064),
     "qwen2.5-coder-14b": _qwen(48, 5120, 40, 8, 13824, False, vocab=152064),
-    "llama-3.1-8b": dict(
-        architecture="llama",
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_layers=32,
-        num_heads=32,
-        num_kv_heads=8,
-        head_dim=128,
-        rope_theta=5e5,
-        rms_norm_eps=1e-5,
-        qkv_bias=False,
-        tie_word_embeddings=False,
-        max_position_embeddings=131072,
-        rope_scaling=_LLAMA31_SCALING,
-    ),
-    "smollm2-135m": dict(
-        architecture="llama",
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_layers=30,
-        num_heads=9,
-        num_kv_heads=3,
-        head_dim=64,
-        rope_theta=1e5,
-        rms_norm_eps=1e-5,
-        qkv_bias=False,
-        tie_word_embeddings=True,
-        max_position_embeddings=8192,
-    ),
+    "llama-3.1-8b": _llama(32, 4096, 32, 8, 14336, False, 128256, 5e5, 131072, _LLAMA31_SCALING),
+    "smollm2-135m": _llama(30, 576, 9, 3, 1536, True, 49152, 1e5, 8192),
     # Tiny random configs for tests: fast to compile, still exercising GQA, bias and untied outputs.
     "tiny-qwen2": _qwen(2, 64, 4, 2, 128, True, vocab=256, theta=1e4),
     "tiny-qwen2-untied": _qwen(2, 64, 4, 2, 128, False, vocab=256, theta=1e4),
-    "tiny-llama": dict(
-        architecture="llama",
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=16,
-        rope_theta=1e4,
-        rms_norm_eps=1e-5,
-        qkv_bias=False,
-        tie_word_embeddings=False,
-    ),
+    "tiny-llama": _llama(2, 64, 4, 2, 128, False, 256, 1e4, 32768),
 }
 
 
