@@ -131,19 +131,19 @@ class SelfPlay:
         )
         return self.sampler.generate(prompt_ids, params, seed)
 
-    def _rollouts(self, task_type, role, prompt_ids, samples: Samples) -> list[Rollout]:
-        return [
-            Rollout(
-                task_type,
-                role,
-                prompt_ids[samples.prompt_index[i]],
-                samples.tokens[i, : samples.lengths[i]],
-                samples.logprobs[i, : samples.lengths[i]],
-                samples.texts[i],
-                truncated=not samples.done[i],
-            )
-            for i in range(len(samples.texts))
-        ]
+    @staticmethod
+    def _rollout(samples: Samples, i: int, task_type: TaskType, role: Role, prompt_ids: list[int]) -> Rollout:
+        """Row i of a sampler call (n = 1) as a Rollout."""
+        k = samples.lengths[i]
+        return Rollout(
+            task_type,
+            role,
+            prompt_ids,
+            samples.tokens[i, :k],
+            samples.logprobs[i, :k],
+            samples.texts[i],
+            truncated=not samples.done[i],
+        )
 
     # --------------------------------------------------------------------------------- proposing
 
@@ -168,36 +168,38 @@ class SelfPlay:
         samples = self.sample([ids for _, ids, _ in flat], 1, key)
         rollouts = []
         for i, (t, ids, ctx) in enumerate(flat):
-            (r,) = self._rollouts(t, Role.PROPOSER, [ids], _row(samples, i))
+            r = self._rollout(samples, i, t, Role.PROPOSER, ids)
             r.context = ctx
             rollouts.append(r)
         return rollouts
 
     def validate(self, rollouts: list[Rollout]) -> None:
-        """Parses proposals and runs the executor's checks; fills well_formatted / valid / task."""
-        programs = []
+        """Parses proposals and runs the executor's checks; fills well_formatted / valid / task.
+
+        Every (program, input) pair of the step, induction inputs included, goes to the pool in one
+        call, so the workers share the whole batch.
+        """
+        parsed_ok, pairs = [], []
         for r in rollouts:
-            if r.task_type == TaskType.INDUCTION:
-                parsed = parsing.parse_induction_proposal(r.text, self.strictness)
-                r.well_formatted, r.reason = parsed.well_formatted, parsed.reason or ""
-                if parsed.well_formatted:
-                    verdicts = self.pool.validate_induction_inputs(r.context, list(parsed.inputs))
-                    bad = [v for v in verdicts if not v.ok]
-                    r.valid = not bad
-                    r.reason = bad[0].reason.value if bad else Reason.OK.value
-                    if r.valid:
-                        outputs = tuple(v.output for v in verdicts)
-                        r.task = Task(TaskType.INDUCTION, r.context, tuple(parsed.inputs), outputs, parsed.message)
-            else:
-                parsed = parsing.parse_program_proposal(r.text, self.strictness)
-                r.well_formatted, r.reason = parsed.well_formatted, parsed.reason or ""
-                if parsed.well_formatted:
-                    programs.append((r, parsed.program, parsed.input))
-        verdicts = self.pool.validate_proposals([(p, i) for _, p, i in programs]) if programs else []
-        for (r, program, inp), v in zip(programs, verdicts):
-            r.valid, r.reason = v.ok, v.reason.value
-            if v.ok:
-                r.task = Task(r.task_type, program, (inp,), (v.output,))
+            induction = r.task_type == TaskType.INDUCTION
+            parse = parsing.parse_induction_proposal if induction else parsing.parse_program_proposal
+            parsed = parse(r.text, self.strictness)
+            r.well_formatted, r.reason = parsed.well_formatted, parsed.reason or ""
+            if parsed.well_formatted:
+                program, inputs = (r.context, parsed.inputs) if induction else (parsed.program, (parsed.input,))
+                parsed_ok.append((r, parsed, len(pairs), len(inputs)))
+                pairs += [(program, inp) for inp in inputs]
+        verdicts = self.pool.validate_proposals(pairs) if pairs else []
+        for r, parsed, start, count in parsed_ok:
+            mine = verdicts[start : start + count]
+            bad = [v for v in mine if not v.ok]
+            r.valid = not bad
+            r.reason = bad[0].reason.value if bad else Reason.OK.value
+            if r.valid and r.task_type == TaskType.INDUCTION:
+                outputs = tuple(v.output for v in mine)
+                r.task = Task(TaskType.INDUCTION, r.context, tuple(parsed.inputs), outputs, parsed.message)
+            elif r.valid:
+                r.task = Task(r.task_type, parsed.program, (parsed.input,), (mine[0].output,))
 
     # --------------------------------------------------------------------------------- solving
 
@@ -302,7 +304,7 @@ class SelfPlay:
             ids = self.solver_prompt_ids(tasks)
             solver_samples = self.sample(ids, 1, jax.random.fold_in(key, 2))
             for i, task in enumerate(tasks):
-                (r,) = self._rollouts(task.task_type, Role.SOLVER, [ids[i]], _row(solver_samples, i))
+                r = self._rollout(solver_samples, i, task.task_type, Role.SOLVER, ids[i])
                 r.task = task
                 solver.append(r)
         lap("solve_sample")
@@ -476,13 +478,3 @@ class SelfPlay:
     def close(self) -> None:
         self._background.shutdown(wait=True)
 
-
-def _row(samples: Samples, i: int) -> Samples:
-    return Samples(
-        samples.tokens[i : i + 1],
-        samples.lengths[i : i + 1],
-        samples.done[i : i + 1],
-        samples.logprobs[i : i + 1],
-        np.zeros(1, int),
-        samples.texts[i : i + 1],
-    )
