@@ -1,4 +1,4 @@
-"""Task-Relative REINFORCE++ (AZR_SPEC section 5): rewards whitened within each of six groups.
+"""Task-Relative REINFORCE++ (docs/algorithm.md section 5): rewards whitened within each of six groups.
 
 Each (task type, role) pair has its own reward scale (a learnability reward in (0, 1) versus a 0/1
 solve reward, and very different difficulty per task type), so a single batch-wide baseline would

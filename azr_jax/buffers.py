@@ -1,4 +1,4 @@
-"""The three task buffers (AZR_SPEC section 6) and the sampling the self-play loop does from them.
+"""The three task buffers (docs/algorithm.md section 6) and the sampling the self-play loop does from them.
 
 Buffers only grow: every valid proposal is appended, whatever its solve rate. `add` is called
 once per step and task type (also with an empty list), so the tail of each buffer holds that

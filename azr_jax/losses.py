@@ -1,4 +1,4 @@
-"""Policy-gradient loss pieces (AZR_SPEC section 5): PPO clip, token-mean, entropy bonus, k3 KL.
+"""Policy-gradient loss pieces (docs/algorithm.md section 5): PPO clip, token-mean, entropy bonus, k3 KL.
 
 Token-mean aggregation divides token sums by `num_tokens`, the number of response tokens in the
 whole batch. When a batch is split into microbatches, pass the full batch's count to every

@@ -1,4 +1,4 @@
-"""Parsing model responses (AZR_SPEC section 2): the format check and the fenced answer blocks.
+"""Parsing model responses (docs/algorithm.md section 2): the format check and the fenced answer blocks.
 
 Responses are the decoded generated text only (special tokens such as EOS already stripped).
 The prompt ends with `<think>`, so a response normally starts inside the thinking; a response

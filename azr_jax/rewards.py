@@ -1,4 +1,4 @@
-"""Rewards of AZR_SPEC section 4: solver correctness, proposer learnability, format table."""
+"""Rewards of docs/algorithm.md section 4: solver correctness, proposer learnability, format table."""
 
 from __future__ import annotations
 

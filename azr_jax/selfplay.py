@@ -2,7 +2,7 @@
 
 One `SelfPlay` owns the model (one copy of the weights, used by the sampler and the update step),
 the executor pool, the task buffers, the checkpointer and the metrics writer. `train_step` is one
-step of AZR_SPEC sections 1-6; the host-side phases (prompting, parsing, executing, rewarding) are
+step of docs/algorithm.md sections 1-7; the host-side phases (prompting, parsing, executing, rewarding) are
 small methods so a scripted policy can drive them in tests. Executor work is overlapped with
 sampling where the data allows: the learnability rollouts are checked in a background thread while
 the solver samples.
@@ -275,7 +275,7 @@ class SelfPlay:
         proposals = self.propose(self.task_types, rng, jax.random.fold_in(key, 0))
         lap("propose")
 
-        # 2. Validate in the executor (AZR_SPEC section 3).
+        # 2. Validate in the executor (docs/algorithm.md section 3).
         self.validate(proposals)
         lap("validate")
 
@@ -319,7 +319,7 @@ class SelfPlay:
                 r.solve_rate = float(np.mean([correct for _, correct, _ in checks[j * n : (j + 1) * n]]))
         lap("check")
 
-        # 5. Rewards (AZR_SPEC section 4).
+        # 5. Rewards (docs/algorithm.md section 4).
         rc = c.rewards
         if proposals:
             prop_rewards = rewards.proposer_rewards(

@@ -38,7 +38,7 @@ def group_name(gid: int) -> str:
     return f"{task_type.value}/{role.value}"
 
 
-# AZR_SPEC section 3: a learnability filter, not a safety boundary (the sandbox is).
+# docs/algorithm.md section 3: a learnability filter, not a safety boundary (the sandbox is).
 BANNED_IMPORTS: tuple[str, ...] = (
     "random", "time", "datetime", "calendar", "os", "sys", "subprocess", "multiprocessing",
     "threading", "logging", "hashlib", "hmac", "secrets", "socket", "pathlib", "shutil", "signal",
@@ -106,5 +106,5 @@ SEED_OUTPUT = "'Hello World'"  # repr of the identity's output
 
 
 def seed_task(task_type: TaskType | str) -> Task:
-    """The identity triplet every deduction/abduction buffer starts from (AZR_SPEC section 6)."""
+    """The identity triplet every deduction/abduction buffer starts from (docs/algorithm.md section 6)."""
     return Task(TaskType(task_type), SEED_PROGRAM, (SEED_INPUT,), (SEED_OUTPUT,))

@@ -36,7 +36,7 @@ class UpdateConfig:
 def make_optimizer(
     learning_rate: float, b1: float = 0.9, b2: float = 0.999, weight_decay: float = 0.01, grad_clip: float = 1.0
 ) -> optax.GradientTransformation:
-    """AdamW behind a global-norm clip (AZR_SPEC section 5)."""
+    """AdamW behind a global-norm clip (docs/algorithm.md section 5)."""
     return optax.chain(
         optax.clip_by_global_norm(grad_clip), optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
     )

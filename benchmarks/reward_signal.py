@@ -1,6 +1,6 @@
 """Which prompt template and answer format give a model a mixed reward signal before any training?
 
-A policy whose samples all score the same gets zero TRR++ advantages and never learns (AZR_SPEC
+A policy whose samples all score the same gets zero TRR++ advantages and never learns (docs/algorithm.md
 section 2), so a small model's config should use the template/format pair under which its rewards
 are most mixed. This runs seeding plus one self-play step without the update for each pair, and
 prints per group the format-valid rate, valid-proposal rate / accuracy and reward spread.

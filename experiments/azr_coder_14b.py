@@ -1,4 +1,4 @@
-"""AZR on Qwen2.5-Coder-14B with the paper's settings (AZR_SPEC section 7).
+"""AZR on Qwen2.5-Coder-14B with the paper's settings (docs/algorithm.md section 8).
 
     python -m azr_jax.main --config=experiments/azr_coder_14b.py --workdir=gs://BUCKET/azr/azr_coder_14b \
         --config.model.checkpoint=/path/to/Qwen2.5-Coder-14B
@@ -7,7 +7,7 @@
 Hardware (untested here): a TPU v4-128 / v5p-64 slice, or 32 x H100 (four hosts). The checkpoint is a
 Hugging Face directory (config.json, safetensors, tokenizer);
 parameters load straight into their shardings. Expect about 500 steps; the paper reports the
-overall benchmark average rising over the base model (AZR_SPEC section 9) and CRUXEval-O/I climbing in
+overall benchmark average rising over the base model (docs/algorithm.md section 10) and CRUXEval-O/I climbing in
 the first 100-200 steps (the validation/ scalars in TensorBoard).
 """
 

@@ -3,7 +3,7 @@
     python -m azr_jax.main --config=experiments/qwen25_coder_05b.py --workdir=workdirs/qwen25_coder_05b
     bash launch/gpu.sh experiments/qwen25_coder_05b.py workdirs/qwen25_coder_05b
 
-A small instruct model: chat template and the lenient `answer_blocks` format (AZR_SPEC section 2),
+A small instruct model: chat template and the lenient `answer_blocks` format (docs/algorithm.md section 2),
 16 prompts per (task type, role), 1024-token responses, bf16 compute with fp32 master weights;
 CRUXEval-O/I validation
 (200 problems each) every 10 steps. Not yet run on a GPU here: step times are still to be measured.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's ablations (AZR_SPEC section 9) on one TPU slice, one after another.
+# The paper's ablations (docs/algorithm.md section 10) on one TPU slice, one after another.
 #   bash launch/sweep_ablations.sh TPU_NAME ZONE gs://BUCKET/azr [--config.x=y ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

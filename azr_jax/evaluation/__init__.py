@@ -1,5 +1,5 @@
 """Evaluation harness: CRUXEval-O/I, HumanEval(+), MBPP+, LiveCodeBench and math benchmarks, scored
-with the project's sampler, prompts, parsing and sandboxed executor (AZR_SPEC section 9).
+with the project's sampler, prompts, parsing and sandboxed executor (docs/algorithm.md section 10).
 
 `evaluate(...)` returns a `Report`; `python -m azr_jax.evaluate` is the command line. TFDS builders
 live in `azr_jax.evaluation.tfds_builders` (imported on demand; this package never imports

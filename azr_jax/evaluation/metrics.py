@@ -1,4 +1,4 @@
-"""pass@k and the paper's averages (AZR_SPEC section 9)."""
+"""pass@k and the paper's averages (docs/algorithm.md section 10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checks done in the trusted parent without running anything (AZR_SPEC section 3, rules 1-2 and 5).
+"""Checks done in the trusted parent without running anything (docs/algorithm.md section 3, rules 1-2 and 5).
 
 These are filters for learnability and for parsing model text as data; safety comes from the
 sandbox. Model text is only ever parsed here (`ast.parse`, `ast.literal_eval`), never evaluated.
