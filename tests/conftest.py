@@ -59,3 +59,38 @@ def embedded_model_dir():
             pytest.fail(str(e))
 
     return get
+
+
+_TORCH_DISTRIBUTIONS = ("torch", "functorch", "torchgen")
+
+
+@pytest.fixture(scope="session")
+def torchless_python(tmp_path_factory):
+    """A command prefix for a Python that cannot import torch: the runtime requirements' view of this venv.
+
+    torch is a test-only dependency (the parity reference). This Python runs without `site` on a copy of
+    site-packages (symlinks) that leaves torch out, so code that imported it, directly or through
+    transformers, fails as it would after `bash launch/setup.sh` alone. Its environment forces no host
+    devices, like the README's main command.
+    """
+    import subprocess
+    import sys
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    shadow = tmp_path_factory.mktemp("site-packages-without-torch")
+    for entry in os.listdir(site):
+        if entry.split("-")[0].split(".")[0] not in _TORCH_DISTRIBUTIONS and not entry.endswith(".pth"):
+            os.symlink(os.path.join(site, entry), shadow / entry)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = os.pathsep.join([repo, str(shadow)])
+    command = [sys.executable, "-S"]
+    probe = subprocess.run(
+        command + ["-c", "import importlib.util, jax, transformers; print(importlib.util.find_spec('torch'))"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert probe.returncode == 0 and probe.stdout.strip() == "None", probe.stderr
+    return command, env

@@ -20,7 +20,14 @@ import tempfile
 
 import numpy as np
 
+from azr_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# Bumped whenever conversion changes what it writes, so directories made by an older version are redone.
+CONVERTER_VERSION = 2
+_STAMP = "azr_jax_conversion.json"
 
 
 class ModelNotInstalled(RuntimeError):
@@ -161,15 +168,14 @@ def _hf_config(meta: dict, has_output: bool) -> dict:
     }
 
 
-def convert_gguf(gguf_path: str, out_dir: str, max_shard_bytes: int = 1 << 30) -> str:
+def convert_gguf(gguf_path: str, out_dir: str, max_shard_bytes: int = 1 << 30, stamp: dict | None = None) -> str:
     """GGUF -> Hugging Face directory: dequantised float32 safetensors, config.json, tokenizer files.
 
     Written into a temporary sibling and renamed at the end, so an interrupted conversion leaves nothing
-    that looks like a model.
+    that looks like a model. `stamp` (written last, as `_STAMP`) records what made the directory.
     """
     import gguf
     from safetensors.numpy import save_file
-    from transformers import AutoTokenizer
 
     reader = gguf.GGUFReader(gguf_path)
     meta = {}
@@ -216,12 +222,10 @@ def convert_gguf(gguf_path: str, out_dir: str, max_shard_bytes: int = 1 << 30) -
                 f,
                 indent=2,
             )
-        tokenizer = AutoTokenizer.from_pretrained(
-            os.path.dirname(os.path.abspath(gguf_path)), gguf_file=os.path.basename(gguf_path)
-        )
-        if "tokenizer.chat_template" in meta:
-            tokenizer.chat_template = meta["tokenizer.chat_template"]
-        tokenizer.save_pretrained(tmp)
+        tokenizer_from_gguf(reader).save_pretrained(tmp)
+        if stamp is not None:
+            with open(os.path.join(tmp, _STAMP), "w") as f:
+                json.dump(stamp, f)
         for f in os.listdir(tmp):  # mkdtemp and safetensors create owner-only files
             os.chmod(os.path.join(tmp, f), 0o644)
         os.chmod(tmp, 0o755)
@@ -248,17 +252,20 @@ def gguf_path(name: str) -> str:
 
 
 def ensure_converted(name: str) -> str:
-    """The model's Hugging Face directory, converting it first if it is not there yet."""
+    """The model's Hugging Face directory, converting it first if it is missing or was made by an older converter."""
     if name not in EMBEDDED:
         raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED)}")
     out = os.path.join(models_dir(), name)
-    if os.path.exists(os.path.join(out, "config.json")):
-        return out
+    stamp = os.path.join(out, _STAMP)
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            if json.load(f) == {"converter": CONVERTER_VERSION, "sha256": EMBEDDED[name].sha256}:
+                return out
     source = gguf_path(name)
     if len(EMBEDDED[name].parts()) == 1:
         _check_hash(name, source)
     os.makedirs(models_dir(), exist_ok=True)
-    return convert_gguf(source, out)
+    return convert_gguf(source, out, stamp={"converter": CONVERTER_VERSION, "sha256": EMBEDDED[name].sha256})
 
 
 def _check_hash(name: str, path: str) -> None:
