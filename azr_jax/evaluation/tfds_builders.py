@@ -4,8 +4,9 @@ Importing this module registers one builder per benchmark, named `azr_<benchmark
 `azr_cruxeval_o`). Each stores the raw records (as JSON text, with their file position) in
 ArrayRecord files, which `tfds.data_source` reads without TensorFlow; `load_via_tfds` turns them back
 into `Problem`s in file order. The source file is a builder argument (`source=`), defaulting to the
-same place `benchmarks.source_path` looks. A prepared dataset is cached under `data_dir` by name
-and version: delete it to re-prepare from a different source file.
+same file `benchmarks.source_path` reads: the gzipped copy vendored in `<repo>/third_party`, or the
+benchmark's file (plain or .gz) under `data_source_dir` when that is given. A prepared dataset is
+cached under `data_dir` by name and version: delete it to re-prepare from a different source file.
 
     import tensorflow_datasets as tfds
     import azr_jax.evaluation.tfds_builders  # registers the builders
