@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 
     import jax
 
-    from azr_jax.checkpoints import load_hf_checkpoint, load_tokenizer
+    from azr_jax.formats import load_hf_checkpoint, load_tokenizer
     from azr_jax.evaluation import harness
     from azr_jax.executor import ExecutorPool
     from azr_jax.model import make_mesh

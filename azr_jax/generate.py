@@ -27,7 +27,7 @@ def main(argv):
     del argv
     import jax
 
-    from azr_jax.checkpoints import CheckpointError, load_hf_checkpoint, load_tokenizer
+    from azr_jax.formats import CheckpointError, load_hf_checkpoint, load_tokenizer
     from azr_jax.model import make_mesh
     from azr_jax.sampling import Sampler, SamplingParams
 

@@ -36,7 +36,7 @@ def check_config(c) -> None:
 
 def build(config):
     """Mesh, model (loaded straight into its shardings), tokenizer and sampler."""
-    from azr_jax.checkpoints import load_hf_checkpoint, load_tokenizer
+    from azr_jax.formats import load_hf_checkpoint, load_tokenizer
     from azr_jax.model import init_model, make_mesh, preset
     from azr_jax.sampling import Sampler
 
@@ -79,7 +79,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
 
     from azr_jax.buffers import TaskBuffers
     from azr_jax.checkpointing import Checkpointer
-    from azr_jax.checkpoints import export_hf_checkpoint
+    from azr_jax.formats import export_hf_checkpoint
     from azr_jax.executor import ExecutorPool
     from azr_jax.metrics import MetricsWriter
     from azr_jax.selfplay import SelfPlay

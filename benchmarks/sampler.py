@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import torch
 
-from azr_jax.checkpoints import export_hf_checkpoint, gguf_models, load_hf_checkpoint, load_tokenizer
+from azr_jax.formats import export_hf_checkpoint, gguf_models, load_hf_checkpoint, load_tokenizer
 from azr_jax.model import make_mesh, preset, init_model
 from azr_jax.sampling import Sampler, SamplingParams
 

@@ -11,7 +11,7 @@ CRUXEval-O/I validation
 
 import os
 
-from azr_jax.checkpoints.gguf_models import models_dir
+from azr_jax.formats.gguf_models import models_dir
 from azr_jax.defaults import paper_config
 
 

@@ -21,7 +21,7 @@ template and the lenient `answer_blocks` format (benchmarks/reward_signal.py mea
 
 import os
 
-from azr_jax.checkpoints.gguf_models import models_dir
+from azr_jax.formats.gguf_models import models_dir
 from azr_jax.defaults import paper_config
 
 

@@ -9,7 +9,7 @@ Same settings as the 0.5B config; not yet run on a GPU here.
 
 import os
 
-from azr_jax.checkpoints.gguf_models import models_dir
+from azr_jax.formats.gguf_models import models_dir
 from experiments.qwen25_coder_05b import get_config as base_config
 
 

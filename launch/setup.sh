@@ -41,7 +41,7 @@ if ! command -v bwrap >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)
     || echo "setup: could not install bubblewrap; the executor will run without it (it says so)"
 fi
 
-python -m azr_jax.checkpoints.gguf_models --model qwen2.5-coder-0.5b-instruct >/dev/null
-python -m azr_jax.checkpoints.gguf_models --model smollm2-135m-instruct >/dev/null
-[ "$big" = 1 ] && python -m azr_jax.checkpoints.gguf_models --model qwen2.5-coder-1.5b-instruct >/dev/null
+python -m azr_jax.formats.gguf_models --model qwen2.5-coder-0.5b-instruct >/dev/null
+python -m azr_jax.formats.gguf_models --model smollm2-135m-instruct >/dev/null
+[ "$big" = 1 ] && python -m azr_jax.formats.gguf_models --model qwen2.5-coder-1.5b-instruct >/dev/null
 echo "setup: ready (.venv, models in ${AZR_JAX_MODELS:-models/})"

@@ -50,7 +50,7 @@ def tiny_checkpoints(tmp_path_factory):
 @pytest.fixture(scope="session")
 def embedded_model_dir():
     """Converted Hugging Face directory of an embedded GGUF model (converted once, then cached)."""
-    from azr_jax.checkpoints import gguf_models
+    from azr_jax.formats import gguf_models
 
     def get(name):
         try:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from azr_jax.checkpoints import gguf_models, load_hf_checkpoint, load_tokenizer
+from azr_jax.formats import gguf_models, load_hf_checkpoint, load_tokenizer
 from azr_jax.model import make_mesh, positions_from_mask
 
 PROMPTS = ["def fibonacci(n):", "The capital of France is", "Write a Python function that reverses a string.\n"]

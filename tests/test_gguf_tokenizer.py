@@ -12,8 +12,8 @@ import pytest
 from safetensors.numpy import load_file
 from transformers import AutoTokenizer
 
-from azr_jax.checkpoints import gguf_models, load_tokenizer
-from azr_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
+from azr_jax.formats import gguf_models, load_tokenizer
+from azr_jax.formats.gguf_tokenizer import tokenizer_from_gguf
 from azr_jax.evaluation import benchmarks as B
 
 MODELS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
@@ -76,7 +76,7 @@ def test_conversion_runs_without_torch(torchless_python, embedded_model_dir, tmp
     name = "smollm2-135m-instruct"
     out = tmp_path / name
     code = (
-        "import sys; from azr_jax.checkpoints import gguf_models as g; "
+        "import sys; from azr_jax.formats import gguf_models as g; "
         f"g.convert_gguf(g.gguf_path({name!r}), {str(out)!r}); assert 'torch' not in sys.modules"
     )
     run = subprocess.run(command + ["-c", code], env=env, capture_output=True, text=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from azr_jax.checkpoints import load_hf_checkpoint
+from azr_jax.formats import load_hf_checkpoint
 from azr_jax.model import make_mesh, positions_from_mask
 from azr_jax.sampling import Sampler, SamplingParams, filter_logits, sample_logits
 

