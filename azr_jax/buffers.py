@@ -4,12 +4,16 @@ Buffers only grow: every valid proposal is appended, whatever its solve rate. `a
 once per step and task type (also with an empty list), so the tail of each buffer holds that
 step's proposals and the slice before it the previous step's; the solver can draw on either.
 All randomness comes from a numpy Generator passed in, so sampling is reproducible.
+
+The seeding phase (`SelfPlay.seed_buffers`) uses the helpers at the end: `seed_size` (how many tasks),
+`strip_program` (seed programs lose comments and docstrings) and `seed_key` (which seeds are duplicates).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -17,6 +21,9 @@ from azr_jax.tasks import TASK_TYPES, Task, TaskType, seed_task
 
 SOLVE_CURRENT = "current"  # paper: this step's valid proposals, filled from the buffer
 SOLVE_PREVIOUS = "previous"  # reference code: the previous step's proposals, filled likewise
+
+SEED_BATCH_FACTOR = 4  # S: with `seed_buffer_size = 0` each seeded buffer holds B x S tasks (paper, reference code)
+SEED_DEDUP = ("program", "triplet", "none")  # values of `seed_dedup`, see `seed_key`
 
 
 def _draw(rng: np.random.Generator, population: int, n: int) -> np.ndarray:
@@ -118,3 +125,61 @@ class TaskBuffers:
             {t: int(d["latest"][t.value]) for t in TASK_TYPES},
             {t: int(d["previous"][t.value]) for t in TASK_TYPES},
         )
+
+
+# ------------------------------------------------------------------------------------- seeding
+
+
+def seed_size(seed_buffer_size: int, batch_size: int) -> int:
+    """Tasks each buffer in play holds after seeding: `seed_buffer_size`, or B x S (`SEED_BATCH_FACTOR`)
+    when it is 0, as in the paper and the reference code (256 for B = 64)."""
+    return seed_buffer_size if seed_buffer_size > 0 else SEED_BATCH_FACTOR * batch_size
+
+
+def _is_string_statement(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def strip_program(program: str) -> str:
+    """`program` without comments, docstrings and its own formatting: `ast.unparse` of its syntax tree
+    after removing every statement that is only a string literal (docstrings and string "comments";
+    a body left empty gets `pass`). Two programs that differ only in comments, docstrings, blank lines,
+    spacing or quote style strip to the same text. Raises SyntaxError (or ValueError, RecursionError)
+    when the program does not parse or cannot be unparsed.
+
+    Only comments are invisible to the interpreter: dropping a docstring changes `f.__doc__`, so
+    `SelfPlay.seed_buffers` runs a stripped program again before storing it.
+    """
+    tree = ast.parse(program)
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+                setattr(node, field, [s for s in body if not _is_string_statement(s)] or [ast.Pass()])
+    return ast.unparse(tree)
+
+
+def _normalised(program: str) -> str:
+    try:
+        return strip_program(program)
+    except (SyntaxError, ValueError, RecursionError):
+        return program
+
+
+def seed_key(task: Task, dedup: str) -> Hashable | None:
+    """What two seed tasks share when one of them is a duplicate (`seed_dedup`); None: never a duplicate.
+
+    Programs are compared after `strip_program`, and the task type is ignored (deduction and abduction
+    are seeded from one pool). `program`: the program alone, so the pool holds distinct programs;
+    `triplet`: program, input and output (the reference code drops exact repeats of a whole seed entry);
+    `none`: no deduplication. Induction seeds are compared by program and inputs (the reference code does
+    not deduplicate them; two proposals of the same 10 inputs for the same program are the same task).
+    """
+    if dedup not in SEED_DEDUP:
+        raise ValueError(f"seed_dedup={dedup!r}; choose from {SEED_DEDUP}")
+    if dedup == "none":
+        return None
+    program = _normalised(task.program)
+    if task.task_type == TaskType.INDUCTION:
+        return program, tuple(x.strip() for x in task.inputs)
+    return program if dedup == "program" else (program, task.input.strip(), task.output)

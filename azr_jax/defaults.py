@@ -26,8 +26,11 @@ def paper_config() -> ml_collections.ConfigDict:
     c.use_references = True
     c.learnability_rollouts = 8  # N
     c.train_proposer = True
-    c.seed_buffer_size = 256  # B x 4 valid tasks per buffer before training
+    # Seeding (docs/algorithm.md section 6). Tasks per buffer before training: 0 = B x 4 (paper, reference code).
+    c.seed_buffer_size = 0
     c.seed_max_rounds = 64
+    c.seed_dedup = "program"  # program (one seed per program) | triplet (reference code) | none
+    c.seed_strip_comments = True  # seed programs lose comments and docstrings: true (paper) | false (reference code)
     c.solver_tasks = "current"  # current (paper) | previous (reference code)
     c.template = "azr"  # azr (R1-style wrapper) | chat (the model's chat template)
     c.answer_format = "think_answer"  # think_answer (paper) | answer_blocks (lenient, small models)
@@ -35,14 +38,34 @@ def paper_config() -> ml_collections.ConfigDict:
     c.max_response_tokens = 8096
     c.logit_chunk = 512
 
-    c.sampling = ml_collections.ConfigDict({"temperature": 1.0, "top_p": 1.0, "top_k": 0, "cache_dtype": "bfloat16"})
+    c.sampling = ml_collections.ConfigDict(
+        {
+            "temperature": 1.0,  # > 0 to train; the update's log-probs are of softmax(logits / temperature)
+            "top_p": 1.0,
+            "top_k": 0,
+            "cache_dtype": "bfloat16",  # must equal model.compute_dtype (the sampled policy is the trained one) ...
+            "allow_cache_dtype_mismatch": False,  # ... unless this is true
+        }
+    )
 
     # Rewards and TRR++ (docs/algorithm.md sections 4, 5).
     c.rewards = ml_collections.ConfigDict(
-        {"extreme_solve_rate_reward": 0.0, "invalid_reward": -1.0, "zero_reward": -0.5}
+        {
+            # r_propose of a valid proposal whose learnability rollouts all succeed or all fail
+            # (or whose solve rate is undefined): 0.0 (paper) | -0.5 (reference code).
+            "extreme_solve_rate_reward": 0.0,
+            "invalid_reward": -1.0,  # malformed response or rejected proposal, both roles
+            "zero_reward": -0.5,  # solver only: well formatted but wrong
+            # Learnability rollouts parsed like the trained solver (true; a malformed rollout counts
+            # as wrong) | without the wrapper check, answer_blocks (false; close to the reference code).
+            "learnability_format_check": True,
+        }
     )
     c.advantages = ml_collections.ConfigDict({"token_weighted": False, "eps": 1e-6})
     c.loss = ml_collections.ConfigDict({"clip_low": 0.2, "clip_high": 0.2, "entropy_coef": 0.001, "kl_coef": 0.0})
+    # pi_old of the PPO ratio: true (reference code) recomputes it with the trainer's forward pass before the
+    # update (ratio 1 with one update per batch); false uses the log-probs the sampler recorded.
+    c.loss.recompute_old_logprobs = True
     c.optimizer = ml_collections.ConfigDict(
         {"learning_rate": 1e-6, "b1": 0.9, "b2": 0.999, "weight_decay": 0.01, "grad_clip": 1.0, "microbatch_size": 8}
     )

@@ -88,10 +88,17 @@ def blocks_of_kind(text: str, kind: str) -> list[str]:
 
 
 def parse_solver(response: str, task_type: TaskType | str, strictness: str = THINK_ANSWER) -> SolverAnswer:
-    """The solver's answer: the last block of the expected kind.
+    """The solver's answer (docs/algorithm.md section 2.4): the last block of the expected kind.
 
-    Fallbacks, in order: the last bare ``` block; the whole text of the last `<answer>` block
-    when it holds no fence at all (e.g. `<answer>'abc'</answer>`).
+    Fallbacks, in order: the last bare ``` block; the whole stripped text of the answer (the last
+    `<answer>` block), whatever it holds, e.g. `'abc'`, an unfenced program, or a block of
+    another kind (as the reference code does: the checkers then score it, usually as wrong).
+
+    Under `think_answer` the format check is the wrapper alone: a wrapped response always has an
+    answer, possibly empty or not a literal, never a format failure. Under `answer_blocks` (no
+    wrapper) something answer-like is still required: a block of the expected kind, a bare block,
+    or the non-empty text of an `<answer>` block; otherwise `no_<kind>_block`, so that rambling
+    without an answer is not well formatted.
     """
     answer = extract_answer(response, strictness)
     if answer is None:
@@ -100,9 +107,9 @@ def parse_solver(response: str, task_type: TaskType | str, strictness: str = THI
     found = blocks_of_kind(answer, kind) or blocks_of_kind(answer, "")
     if found:
         return SolverAnswer(True, answer=found[-1])
-    has_answer_tag = _ANSWER.search(response) is not None
-    if has_answer_tag and "```" not in answer and answer.strip():
-        return SolverAnswer(True, answer=answer.strip())
+    text = answer.strip()
+    if strictness == THINK_ANSWER or (text and _ANSWER.search(response) is not None):
+        return SolverAnswer(True, answer=text)
     return SolverAnswer(False, reason=f"no_{kind}_block")
 
 

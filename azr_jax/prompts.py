@@ -209,3 +209,15 @@ def render(prompt_text: str, template: str = "azr", tokenizer=None) -> str:
             return tokenizer(messages)
         raise ValueError("template='chat' needs a tokenizer or an apply_chat_template callable")
     raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
+
+
+def answer_stop(template: str = "azr", tokenizer=None):
+    """Where a response ends (docs/algorithm.md section 2.1): at the first `</answer>` closing an `<answer>`
+    written outside the thinking, so tags quoted inside `<think> ... </think>` do not end it. Thinking is
+    open from the response's start when the rendered prompt leaves a `<think>` open (the `azr` template
+    ends in `Assistant: <think>`); under `chat` it is open only once the response writes one."""
+    from azr_jax.sampling.sampler import StopString
+
+    rendered = render("", template, tokenizer)
+    opened = rendered.rfind("<think>") > rendered.rfind("</think>")
+    return StopString("</answer>", after=("<answer>",), skip=("<think>", "</think>"), skip_open_at_start=opened)

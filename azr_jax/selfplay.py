@@ -14,6 +14,7 @@ import ast
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import time
 from typing import Sequence
@@ -26,9 +27,10 @@ from flax import nnx
 
 from azr_jax import parsing, prompts, rewards
 from azr_jax.advantages import trr_advantages
-from azr_jax.buffers import TaskBuffers
+from azr_jax.buffers import SEED_DEDUP, TaskBuffers, seed_key, seed_size, strip_program
 from azr_jax.executor import ExecutorPool, Reason
 from azr_jax.sampling import Samples, SamplingParams
+from azr_jax.sampling.sampler import StopString
 from azr_jax.tasks import NUM_GROUPS, NUM_INDUCTION_SHOWN, Role, Task, TaskType, group_id, group_name
 from azr_jax.update import UpdateConfig, make_optimizer, pad_rows, update_step
 
@@ -49,7 +51,7 @@ class Rollout:
     well_formatted: bool = False
     valid: bool = False  # proposer: the executor accepted the task; solver: the answer is correct
     reason: str = ""
-    solve_rate: float = 0.0  # proposer: learnability rollouts' mean correctness
+    solve_rate: float = 0.0  # proposer: learnability rollouts' mean correctness (NaN: none counted)
     task: Task | None = None  # proposer: the validated task; solver: the task solved
     context: object = None  # proposer: the reference tasks shown (deduction/abduction) or the program (induction)
     reward: float = 0.0
@@ -88,6 +90,19 @@ def diversity(program: str, references: Sequence[Task]) -> float:
     return 1.0 - best
 
 
+def learnability_solve_rate(checks: Sequence[tuple[bool, bool, str]]) -> float:
+    """s of one proposal from the (well_formatted, correct, reason) checks of its N rollouts.
+
+    docs/algorithm.md section 4: a malformed rollout counts as incorrect, and so does any answer the
+    sandbox rejects (runtime error, timeout, ...); only a check that failed for infrastructure reasons
+    (`sandbox_error`: the executor itself, not the answer) is left out of the mean. NaN when every
+    rollout is left out: `rewards.learnability_reward` then gives `extreme_solve_rate_reward`.
+    """
+    correct = [ok for _, ok, _ in checks]
+    counted = [reason != Reason.SANDBOX_ERROR.value for _, _, reason in checks]
+    return float(rewards.solve_rate(correct, counted))
+
+
 class SelfPlay:
     """Trains one policy as proposer and solver. `sampler` is anything with `generate(ids, params, seed)`."""
 
@@ -107,17 +122,37 @@ class SelfPlay:
             kl_coef=config.loss.kl_coef,
             microbatch_size=c.microbatch_size,
             logit_chunk=min(config.logit_chunk, config.max_response_tokens),
+            temperature=config.sampling.temperature,
+            recompute_old_logprobs=config.loss.recompute_old_logprobs,
         )
         self.key = jax.random.key(config.seed)
         self.buffers = TaskBuffers.seeded()
+        self.dropped_prompts: collections.Counter[str] = collections.Counter()  # group -> prompts too long, this step
         self._background = concurrent.futures.ThreadPoolExecutor(1)
 
     # ----------------------------------------------------------------------------------- sampling
 
     def render(self, prompt_text: str) -> list[int]:
+        """All token ids of one wrapped prompt, never truncated (see `_fitting`)."""
         text = prompts.render(prompt_text, self.config.template, self.tokenizer)
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        return ids[-self.config.max_prompt_tokens :]  # the end of the prompt carries the instruction
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _fitting(self, items: list[tuple], task_types: Sequence[TaskType], role: Role) -> list[tuple]:
+        """The (prompt ids, ...) items whose prompt has at most `max_prompt_tokens` tokens; the others are
+        dropped and counted in `dropped_prompts` under the group of their task type (docs/algorithm.md
+        section 2.1). Dropping, as the reference code does, instead of cutting the prompt: either end
+        of a prompt holds something the model needs (the wrapper's start, the task's instructions)."""
+        kept = []
+        for item, task_type in zip(items, task_types):
+            if len(item[0]) <= self.config.max_prompt_tokens:
+                kept.append(item)
+            else:
+                self.dropped_prompts[group_name(group_id(task_type, role))] += 1
+        return kept
+
+    @functools.cached_property
+    def stop_string(self) -> StopString:
+        return prompts.answer_stop(self.config.template, self.tokenizer)
 
     def sample(self, prompt_ids: list[list[int]], n: int, seed: jax.Array, temperature: float | None = None) -> Samples:
         c = self.config.sampling
@@ -127,7 +162,7 @@ class SelfPlay:
             top_p=c.top_p,
             top_k=c.top_k,
             n=n,
-            stop_strings=("</answer>",),
+            stop_strings=(self.stop_string,),
         )
         return self.sampler.generate(prompt_ids, params, seed)
 
@@ -148,20 +183,24 @@ class SelfPlay:
     # --------------------------------------------------------------------------------- proposing
 
     def proposer_prompts(self, task_type: TaskType, count: int, rng: np.random.Generator):
-        """(prompt ids, references or program) for `count` proposer prompts of one task type."""
+        """(prompt ids, references or program) for `count` proposer prompts of one task type, less those
+        longer than `max_prompt_tokens` (dropped and counted, `_fitting`)."""
         out = []
         if task_type == TaskType.INDUCTION:
             for program in self.buffers.sample_induction_programs(count, rng):
                 out.append((self.render(prompts.proposer_prompt(task_type, program=program)), program))
-            return out
-        k = self.config.num_references if self.config.use_references else 0
-        for _ in range(count):
-            refs = self.buffers.sample_references(task_type, k, rng) if k else []
-            out.append((self.render(prompts.proposer_prompt(task_type, references=refs)), refs))
-        return out
+        else:
+            k = self.config.num_references if self.config.use_references else 0
+            for _ in range(count):
+                refs = self.buffers.sample_references(task_type, k, rng) if k else []
+                out.append((self.render(prompts.proposer_prompt(task_type, references=refs)), refs))
+        return self._fitting(out, [task_type] * len(out), Role.PROPOSER)
 
     def propose(self, task_types, rng: np.random.Generator, key) -> list[Rollout]:
-        """B proposer prompts per task type, sampled in one call."""
+        """B proposer prompts per task type (fewer when some are too long), sampled in one call.
+
+        Proposing starts every step and every seeding round, so it also resets `dropped_prompts`."""
+        self.dropped_prompts.clear()
         flat = [(t, ids, ctx) for t in task_types for ids, ctx in self.proposer_prompts(t, self.config.batch_size, rng)]
         if not flat:
             return []
@@ -203,12 +242,17 @@ class SelfPlay:
 
     # --------------------------------------------------------------------------------- solving
 
-    def check_answers(self, tasks: Sequence[Task], texts: Sequence[str]) -> list[tuple[bool, bool, str]]:
-        """(well_formatted, correct, reason) of each solver response; nothing the model wrote is eval-ed here."""
+    def check_answers(
+        self, tasks: Sequence[Task], texts: Sequence[str], strictness: str | None = None
+    ) -> list[tuple[bool, bool, str]]:
+        """(well_formatted, correct, reason) of each solver response; nothing the model wrote is eval-ed here.
+
+        `strictness` defaults to the configured `answer_format`."""
+        strictness = strictness or self.strictness
         results: list[tuple[bool, bool, str] | None] = [None] * len(tasks)
         jobs = collections.defaultdict(list)
         for i, (task, text) in enumerate(zip(tasks, texts)):
-            answer = parsing.parse_solver(text, task.task_type, self.strictness)
+            answer = parsing.parse_solver(text, task.task_type, strictness)
             if not answer.well_formatted:
                 results[i] = (False, False, answer.reason or "format")
                 continue
@@ -229,30 +273,100 @@ class SelfPlay:
                 results[i] = (True, verdict.ok, verdict.reason.value)
         return results
 
+    def learnability_solve_rates(self, tasks: Sequence[Task], texts: Sequence[str], n: int) -> list[float]:
+        """s of each task from its n learnability rollouts (texts task-major, n per task).
+
+        The rollouts are parsed like the trained solver's responses (`answer_format`), unless
+        `rewards.learnability_format_check` is false: then without the wrapper check
+        (`answer_blocks`), close to the reference code. See `learnability_solve_rate`."""
+        strictness = self.strictness if self.config.rewards.learnability_format_check else parsing.ANSWER_BLOCKS
+        checks = self.check_answers([t for t in tasks for _ in range(n)], texts, strictness)
+        return [learnability_solve_rate(checks[j * n : (j + 1) * n]) for j in range(len(tasks))]
+
     def solver_prompt_ids(self, tasks: Sequence[Task]) -> list[list[int]]:
+        """One prompt per task, whatever its length (`solver_prompts` drops the ones that are too long)."""
         return [self.render(prompts.solver_prompt(t)) for t in tasks]
+
+    def solver_prompts(self, tasks: Sequence[Task]) -> tuple[list[Task], list[list[int]]]:
+        """(tasks, prompt ids) of the solver prompts with at most `max_prompt_tokens` tokens: a task whose
+        prompt is longer is skipped for this step and counted (`_fitting`), not replaced."""
+        items = list(zip(self.solver_prompt_ids(tasks), tasks))
+        kept = self._fitting(items, [t.task_type for t in tasks], Role.SOLVER)
+        return [t for _, t in kept], [ids for ids, _ in kept]
 
     # ------------------------------------------------------------------------------------ seeding
 
     def seed_buffers(self, log_fn=print) -> None:
-        """The base model proposes, with no updates, until every buffer holds `seed_buffer_size` tasks."""
+        """The seeding phase (docs/algorithm.md section 6): the model proposes, round after round and with
+        no updates, until every buffer in play holds `seed_size` tasks or `seed_max_rounds` rounds passed.
+
+        Deduction and abduction share one pool: the valid proposals of both proposer types go, in proposal
+        order, into both buffers (each kept in the same order), so references come from the same pool and
+        both buffers fill twice as fast. A proposal that duplicates a seed already held (`seed_key`,
+        `seed_dedup`) is dropped; with `seed_strip_comments` its program is stored stripped of comments and
+        docstrings (`strip_program`). Induction seeds are proposed once the deduction/abduction seeds are
+        complete, on their programs. Each buffer takes at most the missing number of tasks. Proposals made
+        after seeding are never deduplicated or stripped.
+        """
         c = self.config
-        target = c.seed_buffer_size
+        if c.seed_dedup not in SEED_DEDUP:
+            raise ValueError(f"seed_dedup={c.seed_dedup!r}; choose from {SEED_DEDUP}")
+        target = seed_size(c.seed_buffer_size, c.batch_size)
+        pooled = [t for t in self.task_types if t != TaskType.INDUCTION]
+        held = {t: {seed_key(x, c.seed_dedup) for x in self.buffers.tasks[t]} for t in self.task_types}
+
+        def short(types):
+            return [t for t in types if len(self.buffers.tasks[t]) < target]
+
         for round_ in range(c.seed_max_rounds):
-            missing = [t for t in self.task_types if len(self.buffers.tasks[t]) < target]
+            missing = short(pooled) or short([t for t in self.task_types if t == TaskType.INDUCTION])
+            if missing == [TaskType.INDUCTION] and not self.buffers.induction_programs():
+                missing = []
             if not missing:
-                return
+                break
             rng = np.random.default_rng([c.seed, 1_000_000 + round_])
-            if TaskType.INDUCTION in missing and not self.buffers.induction_programs():
-                missing.remove(TaskType.INDUCTION)
             proposals = self.propose(missing, rng, jax.random.fold_in(self.key, 1_000_000 + round_))
             self.validate(proposals)
+            valid = [r.task for r in proposals if r.valid]
+            if c.seed_strip_comments and TaskType.INDUCTION not in missing:
+                valid = self._stripped(valid)
+            keys = [seed_key(task, c.seed_dedup) for task in valid]
             for task_type in missing:
-                self.buffers.add(task_type, [r.task for r in proposals if r.valid and r.task_type == task_type])
-            log_fn(f"seeding round {round_ + 1}: buffer sizes {self.buffers.sizes()} (target {target})")
-        short = {t.value: len(self.buffers.tasks[t]) for t in self.task_types if len(self.buffers.tasks[t]) < target}
-        if short:
-            log_fn(f"seeding stopped after {c.seed_max_rounds} rounds short of {target} tasks: {short}")
+                fresh = []
+                for task, key in zip(valid, keys):
+                    if len(self.buffers.tasks[task_type]) + len(fresh) >= target:
+                        break
+                    if key is None or key not in held[task_type]:
+                        held[task_type].add(key)
+                        fresh.append(dataclasses.replace(task, task_type=task_type))
+                self.buffers.add(task_type, fresh)
+            too_long = sum(self.dropped_prompts.values())
+            log_fn(
+                f"seeding round {round_ + 1}: {len(valid)} valid, buffer sizes {self.buffers.sizes()} (target {target})"
+                + (f", {too_long} prompts over max_prompt_tokens dropped" if too_long else "")
+            )
+        left = {t.value: len(self.buffers.tasks[t]) for t in short(self.task_types)}
+        if left:
+            log_fn(f"seeding stopped after {c.seed_max_rounds} rounds short of {target} tasks: {left}")
+
+    def _stripped(self, tasks: list[Task]) -> list[Task]:
+        """Deduction/abduction seed tasks with their programs passed through `strip_program`. A program
+        that changed is run again with its input and kept only if it passes with the same output (removing
+        a docstring changes `f.__doc__`); the others keep their order."""
+        candidates = []
+        for task in tasks:
+            try:
+                candidates.append(dataclasses.replace(task, program=strip_program(task.program)))
+            except (SyntaxError, ValueError, RecursionError):
+                candidates.append(None)
+        changed = [i for i, (x, y) in enumerate(zip(tasks, candidates)) if y is not None and y.program != x.program]
+        pairs = [(candidates[i].program, candidates[i].input) for i in changed]
+        verdicts = dict(zip(changed, self.pool.validate_proposals(pairs))) if pairs else {}
+        return [
+            y
+            for i, y in enumerate(candidates)
+            if y is not None and (i not in verdicts or (verdicts[i].ok and verdicts[i].output == y.output))
+        ]
 
     # --------------------------------------------------------------------------------------- step
 
@@ -286,8 +400,7 @@ class SelfPlay:
             tasks = [r.task for r in valid]
             n = c.learnability_rollouts
             rollouts = self.sample(self.solver_prompt_ids(tasks), n, jax.random.fold_in(key, 1))
-            repeated = [t for t in tasks for _ in range(n)]
-            check_future = self._background.submit(self.check_answers, repeated, rollouts.texts)
+            check_future = self._background.submit(self.learnability_solve_rates, tasks, rollouts.texts, n)
         lap("learnability_sample")
 
         # 4. Solve: this step's valid proposals, filled up to B from the buffer (sampled while the
@@ -300,8 +413,8 @@ class SelfPlay:
             for task in self.buffers.solver_tasks(t, c.batch_size, rng, proposals=c.solver_tasks)
         ]
         solver: list[Rollout] = []
+        tasks, ids = self.solver_prompts(tasks)  # prompts over max_prompt_tokens are skipped and counted
         if tasks:
-            ids = self.solver_prompt_ids(tasks)
             solver_samples = self.sample(ids, 1, jax.random.fold_in(key, 2))
             for i, task in enumerate(tasks):
                 r = self._rollout(solver_samples, i, task.task_type, Role.SOLVER, ids[i])
@@ -313,10 +426,8 @@ class SelfPlay:
         ):
             r.well_formatted, r.valid, r.reason = ok_format, correct, reason
         if check_future is not None:
-            checks = check_future.result()
-            n = c.learnability_rollouts
-            for j, r in enumerate(valid):
-                r.solve_rate = float(np.mean([correct for _, correct, _ in checks[j * n : (j + 1) * n]]))
+            for r, s in zip(valid, check_future.result()):
+                r.solve_rate = s
         lap("check")
 
         # 5. Rewards (docs/algorithm.md section 4).
@@ -328,8 +439,7 @@ class SelfPlay:
                 [r.solve_rate for r in proposals],
                 extreme_solve_rate_reward=rc.extreme_solve_rate_reward,
                 invalid_reward=rc.invalid_reward,
-                zero_reward=rc.zero_reward,
-            )
+            )  # no zero_reward: that floor is the solver's table only (docs/algorithm.md section 4)
             for r, x in zip(proposals, prop_rewards):
                 r.reward = float(x)
         if solver:
@@ -446,13 +556,20 @@ class SelfPlay:
                 else:
                     valid = [r for r in rs if r.valid]
                     m[f"{g}/valid_rate"] = len(valid) / len(rs)
+                    rates = [r.solve_rate for r in valid if np.isfinite(r.solve_rate)]
+                    if rates:
+                        m[f"{g}/solve_rate"] = float(np.mean(rates))
                     if valid:
-                        m[f"{g}/solve_rate"] = float(np.mean([r.solve_rate for r in valid]))
                         m[f"{g}/program_ast_size"] = float(np.mean([_ast_size(r.task.program) for r in valid]))
                     if t != TaskType.INDUCTION and valid:
                         m[f"{g}/diversity"] = float(np.mean([diversity(r.task.program, r.context) for r in valid]))
         for t, size in self.buffers.sizes().items():
             m[f"buffer/{t}"] = float(size)
+        for t in self.task_types:  # prompts dropped for being over max_prompt_tokens (docs/algorithm.md section 2.1)
+            for role in (Role.PROPOSER, Role.SOLVER):
+                g = group_name(group_id(t, role))
+                m[f"{g}/prompt_too_long"] = float(self.dropped_prompts[g])
+        m["prompt_too_long/total"] = float(sum(self.dropped_prompts.values()))
         return m
 
     def text_samples(self, proposals: list[Rollout], solver: list[Rollout]) -> dict[str, str]:

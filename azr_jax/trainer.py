@@ -32,6 +32,28 @@ def check_config(c) -> None:
         need(c[name] >= 1, f"{name}={c[name]} must be >= 1")
     need(c.optimizer.microbatch_size >= 1, "optimizer.microbatch_size must be >= 1")
     need(c.num_references >= 0, "num_references must be >= 0")
+    need(
+        c.sampling.temperature > 0,
+        f"sampling.temperature={c.sampling.temperature}: training needs > 0 (greedy decoding, 0, is not a "
+        "distribution: the update's log pi(token) = log_softmax(logits / temperature) is undefined)",
+    )
+    need(isinstance(c.loss.recompute_old_logprobs, bool), "loss.recompute_old_logprobs must be true or false")
+    need(
+        _dtype_name(c.sampling.cache_dtype or c.model.compute_dtype) == _dtype_name(c.model.compute_dtype)
+        or c.sampling.allow_cache_dtype_mismatch,
+        f"sampling.cache_dtype={c.sampling.cache_dtype!r} differs from model.compute_dtype="
+        f"{c.model.compute_dtype!r}: the sampled (behaviour) policy would not be the trained policy; set them "
+        "equal, or sampling.allow_cache_dtype_mismatch=True to accept it",
+    )
+
+
+def _dtype_name(name: str) -> str:
+    import jax.numpy as jnp
+
+    try:
+        return jnp.dtype(name).name
+    except TypeError:
+        raise ConfigError(f"bad config: unknown dtype {name!r}") from None
 
 
 def build(config):
@@ -67,6 +89,7 @@ def validate(sampler, tokenizer, pool, config, log) -> dict[str, float]:
         strictness=config.answer_format,
         data_dir=config.data_dir or None,
         batch_size=config.eval.batch_size,
+        max_prompt_tokens=config.max_prompt_tokens,
         log=log,
     )
     return {f"validation/{k}": float(v) for k, v in report.scores.items() if k in ("cruxeval_o", "cruxeval_i")}

@@ -5,7 +5,9 @@ The batch holds every trained sequence of a step (proposer and solver roles of a
 microbatches with `lax.scan`, and the token-mean is taken over the whole batch's tokens, so the
 accumulated loss equals the full-batch loss. Logits are computed a chunk of the response at a time
 (and recomputed in the backward pass), so a [batch, R, vocab] float32 array never exists. An update
-whose gradient is not finite is skipped, and reported.
+whose gradient is not finite is skipped, and reported. Log-probabilities are those of softmax(logits / T)
+at the sampling temperature T, like the sampler's; pi_old is either the sampler's recorded log-probs or,
+with `recompute_old_logprobs`, the training forward pass itself (docs/algorithm.md section 5.2).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from azr_jax.losses import ppo_loss
+from azr_jax.losses import ppo_loss, token_sum_mean
 from azr_jax.model import Transformer, positions_from_mask
 
 
@@ -31,6 +33,16 @@ class UpdateConfig:
     kl_coef: float = 0.0
     microbatch_size: int = 8
     logit_chunk: int = 256  # response tokens whose logits are materialised at once
+    # The sampling temperature: log pi and the entropy are those of softmax(logits / T), the distribution the
+    # sampler drew from and recorded log-probs of (as veRL). T = 0 (greedy) cannot be trained.
+    temperature: float = 1.0
+    # pi_old of the ratio: False uses batch["old_logprobs"] (the sampler's); True recomputes it with the
+    # training forward pass before the update (the reference code; see update_step).
+    recompute_old_logprobs: bool = False
+
+    def __post_init__(self):
+        if not self.temperature > 0.0:
+            raise ValueError(f"temperature must be > 0 to train (greedy has no distribution), got {self.temperature}")
 
 
 def make_optimizer(
@@ -43,9 +55,10 @@ def make_optimizer(
 
 
 def response_logprobs(
-    model: Transformer, tokens, valid, prompt_len: int, chunk: int, with_entropy: bool
+    model: Transformer, tokens, valid, prompt_len: int, chunk: int, with_entropy: bool, temperature: float = 1.0
 ) -> tuple[jax.Array, jax.Array | None]:
-    """log pi(response token) [B, R] (and per-token entropy) for `prompt + response` sequences [B, P+R]."""
+    """log pi(response token) [B, R] (and per-token entropy) for `prompt + response` sequences [B, P+R],
+    pi = softmax(logits / temperature)."""
     h, _ = model.hidden(tokens, positions_from_mask(valid), valid)
     targets = tokens[:, prompt_len:]
     h = h[:, prompt_len - 1 : -1]  # the hidden state at t predicts token t + 1
@@ -57,6 +70,8 @@ def response_logprobs(
     @jax.checkpoint
     def one_chunk(hc, tc):
         logits = model.logits(hc)
+        if temperature != 1.0:
+            logits = logits / temperature
         logp = jax.nn.log_softmax(logits, axis=-1)
         token_logp = jnp.take_along_axis(logp, tc[..., None], axis=-1)[..., 0]
         entropy = -(jnp.exp(logp) * logp).sum(-1) if with_entropy else jnp.zeros_like(token_logp)
@@ -99,17 +114,24 @@ def update_step(
     def loss_fn(p, mb):
         model = nnx.merge(graphdef, p)
         logp, entropy = response_logprobs(
-            model, mb["tokens"], mb["valid"], prompt_len, config.logit_chunk, config.entropy_coef != 0.0
+            model, mb["tokens"], mb["valid"], prompt_len, config.logit_chunk, config.entropy_coef != 0.0,
+            config.temperature,
         )
+        sampled = mb["old_logprobs"]
+        # Recomputed pi_old: this very forward pass, under the parameters before the update (no gradient).
+        # With one optimiser step per batch that is exactly what a separate no-grad pass would compute, minus
+        # its cost and its floating-point noise (a second compiled forward need not round the same way), so
+        # the ratio is exactly 1. Several optimiser steps per batch would need the separate pass.
+        old = jax.lax.stop_gradient(logp) if config.recompute_old_logprobs else sampled
         ref_logp = None
         if ref_params is not None and config.kl_coef:
             ref_model = nnx.merge(graphdef, jax.lax.stop_gradient(ref_params))
             ref_logp, _ = response_logprobs(
-                ref_model, mb["tokens"], mb["valid"], prompt_len, config.logit_chunk, False
+                ref_model, mb["tokens"], mb["valid"], prompt_len, config.logit_chunk, False, config.temperature
             )
-        return ppo_loss(
+        loss, metrics = ppo_loss(
             logp,
-            mb["old_logprobs"],
+            old,
             mb["advantages"],
             mb["response_mask"],
             entropy=entropy,
@@ -120,6 +142,11 @@ def update_step(
             kl_coef=config.kl_coef,
             num_tokens=num_tokens,
         )
+        if config.recompute_old_logprobs:  # how far the sampler's policy is from the trained one
+            diff = sampled.astype(jnp.float32) - old
+            metrics["rollout_kl"] = token_sum_mean(diff, mb["response_mask"], num_tokens)  # k1 KL(sampler || trainer)
+            metrics["rollout_logprob_abs_diff"] = token_sum_mean(jnp.abs(diff), mb["response_mask"], num_tokens)
+        return loss, metrics
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params)

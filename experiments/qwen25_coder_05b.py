@@ -22,7 +22,6 @@ def get_config():
     c.template = "chat"
     c.answer_format = "answer_blocks"
     c.batch_size = 16
-    c.seed_buffer_size = 4 * 16
     c.max_prompt_tokens = 2048
     c.max_response_tokens = 1024
     c.logit_chunk = 256

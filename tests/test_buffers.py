@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from azr_jax.buffers import SOLVE_PREVIOUS, TaskBuffers
+from azr_jax.buffers import SOLVE_PREVIOUS, TaskBuffers, seed_key, seed_size, strip_program
 from azr_jax.tasks import SEED_PROGRAM, Task, TaskType, seed_task
 
 
@@ -130,3 +130,42 @@ def test_task_round_trip_and_validation():
     assert Task.from_dict(json.loads(json.dumps(t.to_dict()))) == t
     with pytest.raises(ValueError):
         Task("deduction", "def f(a): return a", ("1", "2"), ("1",))
+
+
+COMMENTED = '''"""Module docstring."""
+def f(x):
+    """Doubles x: f(3) == 6."""
+    # the answer is 6
+    y = x*2   # double it
+    "a string used as a comment"
+    return y
+'''
+
+
+def test_strip_program_removes_comments_docstrings_and_formatting():
+    stripped = strip_program(COMMENTED)
+    assert stripped == "def f(x):\n    y = x * 2\n    return y"
+    assert strip_program(stripped) == stripped  # idempotent
+    assert strip_program("def f(x):\n\n    return  x*2  # hint") == strip_program("def f(x): return x * 2")
+    # a body left empty keeps a statement; strings that are values stay
+    assert strip_program('def f(x):\n    """only a docstring"""') == "def f(x):\n    pass"
+    assert strip_program("def f(x):\n    return '# not a comment'") == "def f(x):\n    return '# not a comment'"
+    with pytest.raises(SyntaxError):
+        strip_program("def f(:")
+
+
+def test_seed_key_modes():
+    a = Task("deduction", COMMENTED, ("3",), ("6",))
+    a_abduction = Task("abduction", "def f(x):\n    y = x * 2\n    return y", (" 3 ",), ("6",))
+    a_other_input = Task("deduction", COMMENTED, ("4",), ("8",))
+    assert seed_key(a, "program") == seed_key(a_abduction, "program") == seed_key(a_other_input, "program")
+    assert seed_key(a, "triplet") == seed_key(a_abduction, "triplet") != seed_key(a_other_input, "triplet")
+    assert seed_key(a, "none") is None
+    ind = Task("induction", COMMENTED, tuple("0123456789"), tuple("0123456789"), "m")
+    assert seed_key(ind, "program") == seed_key(ind, "triplet") != seed_key(a, "triplet")
+    with pytest.raises(ValueError):
+        seed_key(a, "loose")
+
+
+def test_seed_size_derived_from_batch():
+    assert seed_size(0, 64) == 256 and seed_size(0, 16) == 64 and seed_size(5, 64) == 5

@@ -188,7 +188,8 @@ def test_malformed_responses_fail_with_reasons(pool):
     p = B.load_problems("cruxeval_o", limit=1)[0]
     g = grade("cruxeval_o", [(p, "no tags at all"), (p, "x</think><answer>```python\n1\n```</answer>")],
               pool)
-    assert [x.reason for x in g] == ["format", "no_output_block"]
+    # A wrapped answer in the wrong kind of block is a wrong answer (as in the reference code), not a format error.
+    assert [x.reason for x in g] == ["format", "bad_answer"] and not any(x.correct for x in g)
 
 
 # ---- math ------------------------------------------------------------------------------------

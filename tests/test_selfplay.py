@@ -12,8 +12,8 @@ from safetensors.numpy import load_file
 from azr_jax.executor import ExecutorPool
 from azr_jax.trainer import ConfigError, build, check_config, train
 from azr_jax.sampling import Samples
-from azr_jax.selfplay import SelfPlay
-from azr_jax.tasks import TaskType
+from azr_jax.selfplay import SelfPlay, learnability_solve_rate
+from azr_jax.tasks import SEED_PROGRAM, Task, TaskType
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -116,9 +116,11 @@ def test_rewards_follow_the_spec_table(scripted_step):
     _, result, _ = scripted_step
     rewards = lambda rs: [r.reward for r in rs]  # noqa: E731
     ded, abd, ind = (_by(result.proposals, t) for t in TaskType)
-    # learnability: x * 2 solved by 1 of 2 rollouts -> 1 - 1/2; never solved -> 0 -> -0.5; invalid -> -1
+    # learnability: x * 2 solved by 1 of 2 rollouts -> 1 - 1/2; never solved (abduction: wrong;
+    # induction: malformed rollouts count as wrong) -> extreme_solve_rate_reward, 0.0; invalid -> -1
     assert rewards(ded) == [0.5, -1.0] and ded[0].solve_rate == 0.5
-    assert rewards(abd) == [-0.5, -1.0] and rewards(ind) == [-0.5, -1.0]
+    assert rewards(abd) == [0.0, -1.0] and rewards(ind) == [0.0, -1.0]
+    assert abd[0].solve_rate == 0.0 and ind[0].solve_rate == 0.0
     ded, abd, ind = (_by(result.solver, t) for t in TaskType)
     assert rewards(ded) == [1.0, 1.0]  # right answers
     assert rewards(abd) == [-0.5, -0.5]  # well formatted, wrong
@@ -133,6 +135,35 @@ def test_metrics_and_update(scripted_step):
     assert m["induction/solve/format_valid"] == 0.0 and m["abduction/propose/reason/banned_import"] == 0.5
     assert np.isfinite(m["optimizer/loss"]) and m["optimizer/skipped"] == 0.0 and m["optimizer/grad_norm"] > 0
     assert {"time/propose", "time/validate", "time/update", "buffer/induction"} <= set(m)
+
+
+def test_learnability_solve_rate_counts_malformed_and_leaves_out_sandbox_errors():
+    ok, wrong, malformed = (True, True, "ok"), (True, False, "wrong_answer"), (False, False, "format")
+    timeout, infra = (True, False, "timeout"), (True, False, "sandbox_error")
+    assert learnability_solve_rate([ok, wrong, malformed, timeout]) == 0.25  # all four counted
+    assert learnability_solve_rate([ok, infra, infra, wrong]) == 0.5  # 1 of the 2 counted
+    assert learnability_solve_rate([ok, infra]) == 1.0
+    assert np.isnan(learnability_solve_rate([infra, infra]))  # undefined: rewarded as extreme
+
+
+def test_learnability_format_check_setting():
+    task = Task(TaskType.DEDUCTION, DOUBLE, ("3",), ("6",))
+    texts = [
+        _ans("output", "6"),  # right
+        "The answer is\n```output\n6\n```",  # right, but no <think>/<answer> wrapper
+        _ans("output", "7"),  # wrong
+        "I am not sure.",  # no answer at all
+    ]
+    config = tiny_config(answer_format="think_answer")
+    _, model, tokenizer, _ = build(config)
+    with ExecutorPool(num_workers=1) as pool:
+        selfplay = SelfPlay(config, model, tokenizer, None, pool)
+        # Default: parsed like the trained solver, the unwrapped right answer counts as wrong.
+        assert selfplay.learnability_solve_rates([task, task], texts + texts[::-1], 4) == [0.25, 0.25]
+        # Reference-like: no wrapper check, so it counts as right; "I am not sure." stays wrong.
+        config.rewards.learnability_format_check = False
+        assert selfplay.learnability_solve_rates([task], texts, 4) == [0.5]
+        selfplay.close()
 
 
 def test_bad_config_is_a_clear_error():
@@ -178,3 +209,159 @@ def test_tiny_runs_and_resume_after_a_kill_is_identical(tmp_path):
     assert all(0.0 <= m["validation/cruxeval_i"] <= 1.0 for m in validation)
     a, b = (load_file(os.path.join(d, "hf", "step_4", "model.safetensors")) for d in (straight, resumed))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+# ---- over-long prompts (docs/algorithm.md section 2.1) ------------------------------------------
+
+
+def test_over_long_prompts_are_dropped_and_counted(scripted_step):
+    import jax
+
+    _, result, selfplay = scripted_step
+    config, saved = selfplay.config, selfplay.config.max_prompt_tokens
+    try:
+        config.max_prompt_tokens = 1  # every proposer prompt is too long: no sampler call, empty groups
+        assert selfplay.propose(selfplay.task_types, np.random.default_rng(0), jax.random.key(0)) == []
+        assert dict(selfplay.dropped_prompts) == {f"{t.value}/propose": 2 for t in TaskType}
+
+        tasks = [r.task for r in result.solver]
+        lengths = [len(ids) for ids in selfplay.solver_prompt_ids(tasks)]  # never truncated
+        config.max_prompt_tokens = sorted(lengths)[2]  # a prompt exactly at the limit is kept
+        kept, ids = selfplay.solver_prompts(tasks)
+        assert kept == [t for t, n in zip(tasks, lengths) if n <= config.max_prompt_tokens] and 0 < len(kept) < 6
+        assert [len(x) for x in ids] == [n for n in lengths if n <= config.max_prompt_tokens]
+        m = selfplay.step_metrics([], [])
+        for t in TaskType:
+            too_long = sum(n > config.max_prompt_tokens for task, n in zip(tasks, lengths) if task.task_type == t)
+            assert m[f"{t.value}/solve/prompt_too_long"] == too_long and m[f"{t.value}/propose/prompt_too_long"] == 2
+        assert m["prompt_too_long/total"] == 6 + 6 - len(kept)
+    finally:
+        config.max_prompt_tokens = saved
+        selfplay.dropped_prompts.clear()
+    assert result.metrics["prompt_too_long/total"] == 0.0  # the scripted step itself dropped nothing
+
+
+def test_update_with_empty_groups_is_finite(scripted_step):
+    import jax.numpy as jnp
+
+    from azr_jax.advantages import trr_advantages
+    from azr_jax.tasks import NUM_GROUPS
+
+    # The advantages: a group with no sequence (and padding rows) changes nothing and makes no NaN.
+    mask = jnp.ones((4, 3))
+    adv = trr_advantages(jnp.array([1.0, 0.0, 7.0, 7.0]), jnp.array([1, 1, NUM_GROUPS, NUM_GROUPS]), mask)
+    assert np.isfinite(np.asarray(adv)).all() and np.asarray(adv[2:]).tolist() == [[0.0] * 3] * 2
+    assert adv[0, 0] > 0 > adv[1, 0]
+    only_padding = trr_advantages(jnp.zeros(3), jnp.full(3, NUM_GROUPS), mask[:3])
+    assert np.asarray(only_padding).tolist() == [[0.0] * 3] * 3
+    # The update: a step whose proposer prompts were all dropped trains on the solver groups alone.
+    _, result, selfplay = scripted_step
+    m = selfplay.update(list(result.solver))
+    assert np.isfinite(m["optimizer/loss"]) and m["optimizer/skipped"] == 0.0
+    assert not any(k.startswith(f"{t.value}/propose/advantage") for t in TaskType for k in m)
+    for t in TaskType:  # every solver group's rewards are equal here: exactly zero advantages
+        assert m[f"{t.value}/solve/advantage_mean"] == 0.0 and m[f"{t.value}/solve/advantage_std"] == 0.0
+
+
+# ---- seeding (docs/algorithm.md section 6) -----------------------------------------------------
+
+DOUBLE_COMMENTED = 'def f(x):\n    """Doubles: f(3) == 6."""\n    # the answer is 6\n    return x*2  # hint'
+DOUBLE_AGAIN = "def f(x):\n\n    return x * 2   # same program, other comment"
+TRIPLE = "def f(n):\n    return n * 3  # triple"
+USES_DOC = 'def f(x):\n    """abc"""\n    return f.__doc__ + x'  # stripping its docstring breaks it
+
+
+def _proposal(program, inp):
+    return f"<think>ok</think> <answer>\n```python\n{program}\n```\n```input\n{inp}\n```\n</answer>"
+
+
+def seeding_response(prompt: str, occurrence: int, sample: int) -> str:
+    """Deduction proposer: DOUBLE (commented), DOUBLE again (other comments), USES_DOC; abduction
+    proposer: TRIPLE, DOUBLE with another input, DOUBLE again; induction: 10 strings, valid for all four."""
+    if "## Task: choose inputs and write a message" in prompt:
+        inputs = "\n".join(f"```input\n'{c}'\n```" for c in "abcdefghij")
+        return f"<think>ok</think> <answer>\n{inputs}\n```message\nlook closely\n```\n</answer>"
+    if "must predict the output" in prompt:
+        return _proposal(*[(DOUBLE_COMMENTED, "3"), (DOUBLE_AGAIN, "3"), (USES_DOC, "'d'")][occurrence])
+    return _proposal(*[(TRIPLE, "2"), (DOUBLE, "5"), (DOUBLE_AGAIN, "4")][occurrence])
+
+
+class RecordingSampler(ScriptedSampler):
+    def __init__(self, model, tokenizer):
+        super().__init__(model, tokenizer)
+        self.calls = []  # per call, the "## Task:" line of each prompt
+
+    def generate(self, prompts, params, seed=0):
+        decoded = [self.tokenizer.decode(ids) for ids in prompts]
+        self.calls.append([p[p.index("## Task:") :].split("\n")[0] for p in decoded])
+        return super().generate(prompts, params, seed)
+
+
+@pytest.mark.parametrize(
+    "dedup, strip, expected",
+    [
+        ("program", True, [SEED_PROGRAM, DOUBLE, "def f(n):\n    return n * 3"]),
+        ("triplet", True, [SEED_PROGRAM, DOUBLE, "def f(n):\n    return n * 3", DOUBLE, DOUBLE]),
+        ("program", False, [SEED_PROGRAM, DOUBLE_COMMENTED, USES_DOC, TRIPLE]),
+        ("none", False, [SEED_PROGRAM, DOUBLE_COMMENTED, DOUBLE_AGAIN, USES_DOC, TRIPLE]),
+    ],
+)
+def test_seeding_shared_pool_dedup_and_stripping(scripted_step, monkeypatch, dedup, strip, expected):
+    _, _, trained = scripted_step
+    monkeypatch.setitem(globals(), "scripted_response", seeding_response)
+    target = len(expected)
+    config = tiny_config(batch_size=3, seed_buffer_size=target, seed_max_rounds=3, answer_format="think_answer",
+                         seed_dedup=dedup, seed_strip_comments=strip)
+    sampler = RecordingSampler(trained.sampler.model, trained.tokenizer)
+    lines = []
+    with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
+        selfplay = SelfPlay(config, trained.sampler.model, trained.tokenizer, sampler, pool)
+        selfplay.seed_buffers(lines.append)
+        selfplay.close()
+    ded, abd = (selfplay.buffers.tasks[t] for t in (TaskType.DEDUCTION, TaskType.ABDUCTION))
+    # One pool: both proposer types' valid proposals, in proposal order, in both buffers.
+    assert [t.program for t in ded] == [t.program for t in abd] == expected
+    assert [(t.input, t.output) for t in ded] == [(t.input, t.output) for t in abd]
+    assert {t.task_type for t in ded} == {TaskType.DEDUCTION} and {t.task_type for t in abd} == {TaskType.ABDUCTION}
+    if strip:  # no comment or docstring reaches a seed; USES_DOC fails once stripped and is left out
+        assert not any("#" in t.program or '"""' in t.program for t in ded)
+    # Induction is seeded after the pool is complete, from its programs.
+    assert all("choose inputs" not in kind for kind in sampler.calls[0])
+    assert all("choose inputs" in kind for call in sampler.calls[1:] for kind in call) and len(sampler.calls) > 1
+    programs = {t.program for t in ded}
+    ind = selfplay.buffers.tasks[TaskType.INDUCTION]
+    assert 0 < len(ind) <= target and all(t.program in programs for t in ind)
+    assert len({(t.program, t.inputs) for t in ind}) == len(ind) or dedup == "none"
+    assert lines[0].startswith(f"seeding round 1: {5 if strip else 6} valid")
+
+
+def test_stop_string_skips_tags_quoted_while_thinking(scripted_step):
+    """azr: the prompt opens <think>, so only an answer after </think> ends a response (docs/algorithm.md 2.1)."""
+    import types
+
+    from azr_jax.selfplay import SelfPlay as _SelfPlay
+
+    _, _, selfplay = scripted_step
+    stop = selfplay.stop_string
+    assert stop.skip_open_at_start and stop.skip == ("<think>", "</think>") and stop.after == ("<answer>",)
+    quoted = "I must write <answer> answer here </answer>. </think> <answer>\n```output\n6\n```\n</answer>"
+    assert stop.end(quoted + " more") == len(quoted)
+    chat = types.SimpleNamespace(config=tiny_config(template="chat"), tokenizer=selfplay.tokenizer)
+    assert not _SelfPlay.stop_string.func(chat).skip_open_at_start  # the chat prompt opens no thinking
+
+
+def test_tiny_bf16_recomputed_old_logprobs_give_ratio_one():
+    """bf16 compute and cache, temperature 0.7, loss.recompute_old_logprobs: the first update sees ratio 1."""
+    config = tiny_config(**{"model.compute_dtype": "bfloat16", "sampling.cache_dtype": "bfloat16",
+                            "sampling.temperature": 0.7})
+    assert config.loss.recompute_old_logprobs
+    check_config(config)
+    _, model, tokenizer, sampler = build(config)
+    with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
+        selfplay = SelfPlay(config, model, tokenizer, sampler, pool)
+        m = selfplay.train_step(0).metrics
+        selfplay.close()
+    assert m["optimizer/approx_kl"] == 0.0 and m["optimizer/clip_frac"] == 0.0  # exactly: pi_old is this forward
+    assert m["optimizer/skipped"] == 0.0 and np.isfinite(m["optimizer/loss"])
+    # The sampler's tempered log-probs differ from the trainer's only by bf16 cached decoding.
+    assert 0.0 < m["optimizer/rollout_logprob_abs_diff"] < 0.01, m["optimizer/rollout_logprob_abs_diff"]

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -96,3 +97,52 @@ def test_non_finite_update_is_skipped(model):
 def test_pad_rows_adds_masked_rows():
     batch = pad_rows(_batch(n=3), 4)
     assert batch["tokens"].shape[0] == 4 and not batch["response_mask"][3].any()
+
+
+def test_logprobs_and_entropy_are_of_the_tempered_distribution(model):
+    batch, t = _batch(), 0.7
+    tokens, valid = jnp.asarray(batch["tokens"]), jnp.asarray(batch["valid"])
+    logits, _ = model(tokens, positions_from_mask(valid), valid)
+    full = jax.nn.log_softmax(logits[:, P - 1 : -1] / t, -1)
+    logp, entropy = response_logprobs(model, tokens, valid, P, 4, True, temperature=t)
+    expected = np.take_along_axis(np.asarray(full), batch["tokens"][:, P:, None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(logp), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(entropy), -(np.exp(full) * full).sum(-1), atol=1e-4)
+    with pytest.raises(ValueError, match="temperature"):
+        UpdateConfig(temperature=0.0)
+
+
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_recomputed_old_logprobs_make_the_ratio_one(compute_dtype):
+    """recompute_old_logprobs: pi_old is the training forward pass itself (no gradient), so the one update of a
+    batch sees ratio 1 exactly, also in bf16 compute; the update equals one given those log-probs as pi_old,
+    and the sampler's log-probs only feed the rollout metrics."""
+    m = init_model(preset("tiny-qwen2", compute_dtype=compute_dtype), make_mesh((1, 1, 1), jax.devices()[:1]), seed=2)
+    graphdef, params = nnx.split(m)
+    batch = _batch(n=8, seed=3)
+    batch["advantages"][::2] *= -1.0
+    mask = batch["response_mask"]
+    tokens, valid = jnp.asarray(batch["tokens"]), jnp.asarray(batch["valid"])
+    logp = np.asarray(response_logprobs(m, tokens, valid, P, 4, False, temperature=0.8)[0]) * mask
+    sampled = logp + 0.05 * np.random.default_rng(0).standard_normal(logp.shape).astype(np.float32) * mask
+
+    def step(recompute, old):
+        cfg = UpdateConfig(microbatch_size=4, logit_chunk=4, temperature=0.8, recompute_old_logprobs=recompute)
+        p = jax.tree.map(jnp.copy, params)
+        optimizer = optax.sgd(1.0)  # the parameter change is the gradient (Adam's first step is about its sign)
+        p, _, metrics = update_step(
+            graphdef, p, optimizer.init(p), dict(batch, old_logprobs=old), optimizer=optimizer, config=cfg, prompt_len=P
+        )
+        return p, jax.device_get(metrics)
+
+    new, metrics = step(True, sampled)
+    assert float(metrics["approx_kl"]) == 0.0 and float(metrics["clip_frac"]) == 0.0
+    d = (sampled - logp)[mask > 0]
+    tol = 1e-2 if compute_dtype == "bfloat16" else 1e-5
+    np.testing.assert_allclose(metrics["rollout_kl"], d.mean(), atol=tol)
+    np.testing.assert_allclose(metrics["rollout_logprob_abs_diff"], np.abs(d).mean(), atol=tol)
+    given, given_metrics = step(False, logp)  # pi_old = a separate forward pass: the same update, up to noise
+    assert abs(float(given_metrics["approx_kl"])) < 1e-5 and "rollout_kl" not in given_metrics
+    grad, grad_given = (np.asarray(x["q"][...]) - np.asarray(params["q"][...]) for x in (new, given))
+    tol = (1e-2 if compute_dtype == "bfloat16" else 1e-4) * np.abs(grad).max()
+    np.testing.assert_allclose(grad, grad_given, atol=tol)

@@ -18,9 +18,7 @@ from azr_jax.evaluation import grading
 from azr_jax.evaluation.math_grading import MathGrader
 from azr_jax.evaluation.metrics import ks_for, mean_pass_at_k, paper_averages
 from azr_jax.parsing import ANSWER_BLOCKS
-from azr_jax.prompts import render
-
-STOP_STRINGS = ("</answer>",)  # a base model rambles on after its answer; nothing after it counts
+from azr_jax.prompts import answer_stop, render
 
 
 @dataclasses.dataclass
@@ -30,6 +28,7 @@ class Report:
     num_problems: dict[str, int]
     records: list[dict]  # one per (problem, sample)
     settings: dict
+    prompt_too_long: dict[str, int] = dataclasses.field(default_factory=dict)  # benchmark -> problems not sampled
 
     def summary(self) -> dict:
         accuracy = {b: self.scores[b] for b in self.num_problems}
@@ -40,6 +39,7 @@ class Report:
                               "math": [b for b in B.PAPER_MATH if b in accuracy]},
             "pass_at_k": self.pass_at_k,
             "num_problems": self.num_problems,
+            "prompt_too_long": self.prompt_too_long,
             "settings": self.settings,
         }
 
@@ -62,7 +62,7 @@ def evaluate(sampler, tokenizer, pool, benchmarks: Sequence[str], *, limit: int 
              data_dir: str | None = None, paths: Mapping[str, str] | None = None,
              problems: Mapping[str, list[B.Problem]] | None = None, batch_size: int = 64,
              seed: int = 0, code_timeout_s: float = 60.0, math_grader: MathGrader | None = None,
-             log: Callable[[str], None] = print) -> Report:
+             max_prompt_tokens: int | None = None, log: Callable[[str], None] = print) -> Report:
     """Scores `benchmarks` with `sampler.generate_text` (azr_jax.sampling.Sampler or alike).
 
     pool: an executor.ExecutorPool; every model-written program runs there. template: "azr" (base
@@ -71,15 +71,23 @@ def evaluate(sampler, tokenizer, pool, benchmarks: Sequence[str], *, limit: int 
     when n = 1. max_new_tokens: None = each benchmark's default budget. strictness: how answers are
     extracted (parsing.ANSWER_BLOCKS by default: evaluation scores answers, not the wrapper).
     paths: benchmark -> file, for those not in `data_dir`; problems: pre-loaded (e.g. from TFDS).
+    max_prompt_tokens: None = every prompt is sampled whole; else a problem whose rendered prompt has
+    more tokens (counted with `tokenizer`, or the sampler's) is not sampled: each of its n samples is
+    scored wrong with reason "prompt_too_long", and `Report.prompt_too_long` counts such problems. The
+    self-play loop drops its over-long prompts the same way (docs/algorithm.md section 2.1); nothing is
+    truncated.
     """
     from azr_jax.sampling import SamplingParams  # jax: only when actually sampling
 
     if n > 1 and temperature == 0.0:
         raise ValueError("n > 1 samples of greedy decoding are identical; set temperature > 0")
     paths, problems = dict(paths or {}), dict(problems or {})
+    counter = tokenizer if tokenizer is not None else getattr(sampler, "tokenizer", None)
+    if max_prompt_tokens is not None and counter is None:
+        raise ValueError("max_prompt_tokens needs a tokenizer to count prompt tokens")
     own_grader = math_grader is None
     math_grader = math_grader or MathGrader()
-    scores, pass_at, counts, records = {}, {}, {}, []
+    scores, pass_at, counts, records, too_long = {}, {}, {}, [], {}
     try:
         for name in benchmarks:
             bench = B.BENCHMARKS[name]
@@ -91,14 +99,24 @@ def evaluate(sampler, tokenizer, pool, benchmarks: Sequence[str], *, limit: int 
                 probs = probs[:limit]
             params = SamplingParams(max_new_tokens=max_new_tokens or bench.max_new_tokens,
                                     temperature=temperature, top_p=top_p, n=n,
-                                    stop_strings=STOP_STRINGS)
+                                    stop_strings=(answer_stop(template, tokenizer),))
             prompts = [render(p.prompt, template, tokenizer) for p in probs]
-            responses = _generate(sampler, prompts, params, batch_size, seed)
-            items = [(p, r) for p, rs in zip(probs, responses) for r in rs]
-            grades = grading.grade(bench.kind, items, pool=pool, math_grader=math_grader,
-                                   strictness=strictness, code_timeout_s=code_timeout_s)
+            fits = [max_prompt_tokens is None
+                    or len(counter(x, add_special_tokens=False).input_ids) <= max_prompt_tokens for x in prompts]
+            kept = [i for i, ok in enumerate(fits) if ok]
+            sampled = _generate(sampler, [prompts[i] for i in kept], params, batch_size, seed) if kept else []
+            responses = [[""] * n for _ in probs]
+            for i, rs in zip(kept, sampled):
+                responses[i] = rs
+            items = [(probs[i], r) for i in kept for r in responses[i]]
+            graded = grading.grade(bench.kind, items, pool=pool, math_grader=math_grader,
+                                   strictness=strictness, code_timeout_s=code_timeout_s) if items else []
+            grades = [[grading.Grade(False, "prompt_too_long")] * n for _ in probs]
+            for k, i in enumerate(kept):
+                grades[i] = graded[k * n:(k + 1) * n]
             correct = [0] * len(probs)
-            for j, ((problem, response), g) in enumerate(zip(items, grades)):
+            for j in range(len(probs) * n):
+                problem, response, g = probs[j // n], responses[j // n][j % n], grades[j // n][j % n]
                 correct[j // n] += g.correct
                 records.append({
                     "benchmark": name, "id": problem.id, "sample": j % n,
@@ -106,19 +124,21 @@ def evaluate(sampler, tokenizer, pool, benchmarks: Sequence[str], *, limit: int 
                     "gold": problem.gold, "correct": g.correct, "reason": g.reason,
                     "detail": g.detail,
                 })
+            too_long[name] = len(probs) - len(kept)
             pass_at[name] = {f"pass@{k}": mean_pass_at_k(correct, n, k) for k in ks_for(n)}
             scores[name] = pass_at[name]["pass@1"]
             counts[name] = len(probs)
             log(f"{name}: {scores[name]:.3f} on {len(probs)} problems "
-                f"({time.monotonic() - start:.0f} s)")
+                + (f"({too_long[name]} over max_prompt_tokens, scored wrong) " if too_long[name] else "")
+                + f"({time.monotonic() - start:.0f} s)")
     finally:
         if own_grader:
             math_grader.close()
     scores |= paper_averages(scores)
     settings = {"benchmarks": list(benchmarks), "limit": limit, "template": template, "n": n,
                 "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-                "strictness": strictness, "seed": seed}
-    return Report(scores, pass_at, counts, records, settings)
+                "strictness": strictness, "seed": seed, "max_prompt_tokens": max_prompt_tokens}
+    return Report(scores, pass_at, counts, records, settings, too_long)
 
 
 # ---- outputs ----------------------------------------------------------------------------------
