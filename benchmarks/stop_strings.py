@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from azr_jax.evaluation.benchmarks import read_jsonl, source_path  # noqa: E402
 from azr_jax.formats import load_tokenizer  # noqa: E402
-from azr_jax.sampling.sampler import StopString, TokenBytes, _bytes_to_unicode, cut_at_stop  # noqa: E402
+from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
+from azr_jax.sampling.sampler import StopString, TokenBytes, cut_at_stop  # noqa: E402
 
 
 def old_apply_stop_strings(tokenizer, ids, stop_strings):
@@ -49,7 +50,7 @@ def make_rows(tokenizer, rows: int, tokens: int, seed: int = 0) -> list[np.ndarr
     for r in read_jsonl(source_path("cruxeval_o")):
         stream += tokenizer(r["code"] + "\n\n", add_special_tokens=False).input_ids
     stream = np.asarray(stream, np.int32)
-    char = _bytes_to_unicode()
+    char = bytes_to_unicode()
     split_e = [tokenizer.convert_tokens_to_ids(char[b]) for b in "\u00e9".encode()]  # "é" as two byte tokens
     stop = tokenizer(" so the answer is</answer>", add_special_tokens=False).input_ids
     rng = np.random.default_rng(seed)

@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM
 from azr_jax.formats import load_hf_checkpoint
 from azr_jax.model import make_mesh, positions_from_mask
 from azr_jax.sampling import Sampler, SamplingParams, filter_logits, sample_logits
-from azr_jax.sampling.sampler import StopString, TokenBytes, _bytes_to_unicode, cut_at_stop
+from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
+from azr_jax.sampling.sampler import StopString, TokenBytes, cut_at_stop
 
 
 class ByteTokenizer:
@@ -173,7 +174,7 @@ def test_cut_at_stop_equals_the_brute_force_cut(qwen_tokenizer):
     rows of the real Qwen2.5 vocabulary: characters split over byte tokens, stray bytes, special and added tokens."""
     tok = qwen_tokenizer
     table = TokenBytes.build(tok)
-    byte_token = {b: tok.convert_tokens_to_ids(c) for b, c in _bytes_to_unicode().items()}
+    byte_token = {b: tok.convert_tokens_to_ids(c) for b, c in bytes_to_unicode().items()}
     encode = lambda t: tok(t, add_special_tokens=False).input_ids  # noqa: E731
     by_bytes = lambda t: [byte_token[b] for b in t.encode()]  # noqa: E731
     pieces = ["答案是 ", "héllo ", "😀", "<think>", "</think>", " <answer>", "</answer>", "```py\n", " x = 1\n"]

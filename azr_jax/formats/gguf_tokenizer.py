@@ -39,7 +39,7 @@ _PRE = {
 }
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character table, in which byte-level vocabularies are spelled."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table, extra = {b: chr(b) for b in printable}, 0
@@ -67,7 +67,7 @@ def tokenizer_from_gguf(reader):
     tokens = _field(reader, "tokenizer.ggml.tokens")
     types = _field(reader, "tokenizer.ggml.token_type", [])
     merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges", [])]
-    alphabet = _bytes_to_unicode()
+    alphabet = bytes_to_unicode()
     spelled = set(alphabet.values())
     vocab = {}
     for i, token in enumerate(tokens):

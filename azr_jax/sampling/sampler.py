@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
 from azr_jax.model import LOGICAL_AXIS_RULES, KVCache, Transformer, logical_sharding, positions_from_mask
 from azr_jax.model.transformer import constrain
 
@@ -222,17 +223,6 @@ def _generate(graphdef, state, tokens, valid, key, *, static: _Static):
     return out_tokens, out_logp, lengths, done
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> character map, the alphabet byte-level BPE vocabularies are written in."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1), *range(ord("\u00ae"), 256)]
-    cs = bs[:]
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + len(cs) - 188)  # 188 bytes are printable as they are
-    return dict(zip(bs, map(chr, cs)))
-
-
 class TokenBytes:
     """The UTF-8 bytes each token id decodes to, for byte-level BPE tokenizers (Qwen2.5, Llama 3, SmolLM2).
 
@@ -256,7 +246,7 @@ class TokenBytes:
             tokens = convert(list(range(len(tokenizer))))
         except Exception:  # noqa: BLE001 - no readable vocabulary: the slow path
             return None
-        byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+        byte_of = {c: b for b, c in bytes_to_unicode().items()}
         special = set(getattr(tokenizer, "all_special_ids", ()))
         special |= {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(t, "special", 0)}
         table = []
