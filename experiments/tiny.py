@@ -27,7 +27,7 @@ def get_config():
     c.learnability_rollouts = 2
     c.seed_buffer_size = 1
     c.seed_max_rounds = 1
-    c.max_prompt_tokens = 512
+    c.max_prompt_tokens = 1024  # a proposer prompt with two references is ~515 tokens; longer ones are dropped
     c.max_response_tokens = 16
     c.logit_chunk = 16
     c.answer_format = "answer_blocks"

@@ -204,6 +204,8 @@ def test_tiny_runs_and_resume_after_a_kill_is_identical(tmp_path):
     assert [m["step"] for m in _metric_lines(resumed)] == [0, 1, 2]  # step 0: validation before training
     train(config, resumed, log=lambda s: None)
     assert _metric_lines(straight) == _metric_lines(resumed)
+    trained = [m for m in _metric_lines(straight) if m["step"] > 0]
+    assert trained and all(m["prompt_too_long/total"] == 0 for m in trained)  # every group ran, none dropped
     validation = [m for m in _metric_lines(straight) if "validation/cruxeval_o" in m]
     assert [m["step"] for m in validation] == [0, 2, 4]
     assert all(0.0 <= m["validation/cruxeval_i"] <= 1.0 for m in validation)
