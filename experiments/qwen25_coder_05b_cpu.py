@@ -8,9 +8,10 @@ are fastest in fp32). Every phase of AZR runs for real at a toy scale: 2 prompts
 2 references, 2 learnability rollouts, 128-token responses, then greedy CRUXEval-O/I on 5 problems
 before and after.
 
-Measured on the 2-core development machine (bash launch/local.sh, setup already done): 17m54s in all.
-Seeding 84 s (one round), CRUXEval-O/I 73 s + 77 s before and 69 s + 70 s after, step 1 348 s, step 2
-313 s; per step: propose ~90 s, solve ~16 s, update 200-240 s (the update dominates: 12 sequences of
+Measured on the 2-core development machine: 19m50s for bash launch/local.sh on a fresh clone, set-up
+(venv, packages from a warm pip cache, model conversion) included; seeding 28 s (one round), CRUXEval-O/I
+65 s + 61 s before, step 1 345 s, step 2 with the final validation ~500 s. An earlier run
+(setup done) measured, per step: propose ~90 s, solve ~16 s, update 200-240 s (the update dominates: 12 sequences of
 512 + 128 tokens, forward + rematerialised backward in fp32). What the model does at this scale: its
 proposals are well-formed code but miss the required input block (valid-proposal rate 0 for all three
 task types in both steps, reward -1); solver accuracy 0/0.5 (deduction) and 0.5/0 (abduction); CRUXEval
