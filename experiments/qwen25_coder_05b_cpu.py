@@ -5,7 +5,7 @@
 
 Hardware: any x86-64 CPU, 2 cores and 8 GB of memory are enough (fp32 throughout: XLA's CPU matmuls
 are fastest in fp32). Every phase of AZR runs for real at a toy scale: 2 prompts per (task type, role),
-2 references, 2 learnability rollouts, 128-token responses, then greedy CRUXEval-O/I on 5 problems
+2 references, 2 learnability rollouts, 128-token responses, then greedy CRUXEval-O/I on 3 problems
 before and after.
 
 Measured on the 2-core development machine: 19m50s for bash launch/local.sh on a fresh clone, set-up
