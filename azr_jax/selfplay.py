@@ -27,7 +27,7 @@ from flax import nnx
 
 from azr_jax import parsing, prompts, rewards
 from azr_jax.advantages import trr_advantages
-from azr_jax.buffers import SEED_DEDUP, TaskBuffers, seed_key, seed_size, strip_program
+from azr_jax.buffers import TaskBuffers, seed_key, seed_size, strip_program
 from azr_jax.executor import ExecutorPool, Reason
 from azr_jax.sampling import Samples, SamplingParams
 from azr_jax.sampling.sampler import StopString
@@ -309,8 +309,6 @@ class SelfPlay:
         after seeding are never deduplicated or stripped.
         """
         c = self.config
-        if c.seed_dedup not in SEED_DEDUP:
-            raise ValueError(f"seed_dedup={c.seed_dedup!r}; choose from {SEED_DEDUP}")
         target = seed_size(c.seed_buffer_size, c.batch_size)
         pooled = [t for t in self.task_types if t != TaskType.INDUCTION]
         held = {t: {seed_key(x, c.seed_dedup) for x in self.buffers.tasks[t]} for t in self.task_types}

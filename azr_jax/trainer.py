@@ -14,6 +14,7 @@ class ConfigError(ValueError):
 
 
 def check_config(c) -> None:
+    from azr_jax.buffers import SEED_DEDUP
     from azr_jax.parsing import STRICTNESS
     from azr_jax.tasks import TaskType
 
@@ -28,6 +29,7 @@ def check_config(c) -> None:
     need(c.answer_format in STRICTNESS, f"answer_format={c.answer_format!r}; choose from {STRICTNESS}")
     need(c.template in ("azr", "chat"), f"template={c.template!r}; choose azr or chat")
     need(c.solver_tasks in ("current", "previous"), f"solver_tasks={c.solver_tasks!r}")
+    need(c.seed_dedup in SEED_DEDUP, f"seed_dedup={c.seed_dedup!r}; choose from {SEED_DEDUP}")
     for name in ("total_steps", "batch_size", "learnability_rollouts", "max_prompt_tokens", "max_response_tokens"):
         need(c[name] >= 1, f"{name}={c[name]} must be >= 1")
     need(c.optimizer.microbatch_size >= 1, "optimizer.microbatch_size must be >= 1")

@@ -171,6 +171,8 @@ def test_bad_config_is_a_clear_error():
         check_config(tiny_config(task_types=("deduction", "poetry")))
     with pytest.raises(ConfigError, match="answer_format"):
         check_config(tiny_config(answer_format="loose"))
+    with pytest.raises(ConfigError, match="seed_dedup"):
+        check_config(tiny_config(seed_dedup="fuzzy"))
 
 
 def _latest_step(workdir):
