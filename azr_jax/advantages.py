@@ -57,9 +57,7 @@ def trr_advantages(
     A group whose std is <= eps (one member, or all rewards equal) gets exactly zero advantage
     rather than float rounding noise amplified by 1 / eps. Padding tokens are zero.
     """
-    mean, std, _ = group_stats(
-        rewards, group_ids, response_mask, num_groups=num_groups, token_weighted=token_weighted
-    )
+    mean, std, _ = group_stats(rewards, group_ids, response_mask, num_groups=num_groups, token_weighted=token_weighted)
     onehot = jax.nn.one_hot(group_ids, num_groups, dtype=jnp.float32)
     mean_b, std_b = onehot @ mean, onehot @ std
     adv = jnp.where(std_b > eps, (rewards.astype(jnp.float32) - mean_b) / (std_b + eps), 0.0)

@@ -87,10 +87,10 @@ class TaskBuffers:
         task_type = TaskType(task_type)
         buf, latest = self.tasks[task_type], self.latest[task_type]
         if which == SOLVE_CURRENT:
-            return buf[len(buf) - latest:]
+            return buf[len(buf) - latest :]
         if which == SOLVE_PREVIOUS:
             end = len(buf) - latest
-            return buf[end - self.previous[task_type]:end]
+            return buf[end - self.previous[task_type] : end]
         raise ValueError(f"unknown proposals {which!r}; expected {SOLVE_CURRENT!r} or {SOLVE_PREVIOUS!r}")
 
     def solver_tasks(

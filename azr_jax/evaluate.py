@@ -35,56 +35,83 @@ def resolve_checkpoint(path: str) -> tuple[str, int | None]:
             if m and os.path.isfile(os.path.join(exports, name, "config.json")):
                 steps.append(int(m.group(1)))
     if not steps:
-        raise FileNotFoundError(f"{path}: neither a Hugging Face directory (config.json) nor a "
-                                "workdir with exports under hf/step_N")
+        raise FileNotFoundError(
+            f"{path}: neither a Hugging Face directory (config.json) nor a " "workdir with exports under hf/step_N"
+        )
     step = max(steps)
     return os.path.join(exports, f"step_{step}"), step
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m azr_jax.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m azr_jax.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--checkpoint", required=True, help="HF directory or self-play workdir")
     p.add_argument("--output", required=True, help="directory for records, summary and samples")
-    p.add_argument("--benchmarks", default=None,
-                   help=f"comma-separated, from: {', '.join(B.BENCHMARKS)}; default: all that have "
-                        "data (humanevalplus/livecodebench only with their --*_path)")
+    p.add_argument(
+        "--benchmarks",
+        default=None,
+        help=f"comma-separated, from: {', '.join(B.BENCHMARKS)}; default: all that have "
+        "data (humanevalplus/livecodebench only with their --*_path)",
+    )
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
-    p.add_argument("--data_dir", default=None,
-                   help="directory of benchmark files in the third_party/ layout (e.g. "
-                        "cruxeval/cruxeval.jsonl, plain or .gz); default: the copy vendored in "
-                        "<repo>/third_party")
+    p.add_argument(
+        "--data_dir",
+        default=None,
+        help="directory of benchmark files in the third_party/ layout (e.g. "
+        "cruxeval/cruxeval.jsonl, plain or .gz); default: the copy vendored in "
+        "<repo>/third_party",
+    )
     p.add_argument("--humanevalplus_path", default=None, help="EvalPlus HumanEvalPlus.jsonl(.gz)")
     p.add_argument("--livecodebench_path", default=None, help="LiveCodeBench code-generation JSONL")
-    p.add_argument("--tfds_dir", default=None,
-                   help="read the benchmarks through tfds.data_source, prepared and cached here")
-    p.add_argument("--template", choices=("azr", "chat"), default="azr",
-                   help="azr: the paper's wrapper (base models); chat: the tokenizer's chat template")
-    p.add_argument("--strictness", choices=("answer_blocks", "think_answer"),
-                   default="answer_blocks", help="answer extraction (see azr_jax.parsing)")
+    p.add_argument(
+        "--tfds_dir", default=None, help="read the benchmarks through tfds.data_source, prepared and cached here"
+    )
+    p.add_argument(
+        "--template",
+        choices=("azr", "chat"),
+        default="azr",
+        help="azr: the paper's wrapper (base models); chat: the tokenizer's chat template",
+    )
+    p.add_argument(
+        "--strictness",
+        choices=("answer_blocks", "think_answer"),
+        default="answer_blocks",
+        help="answer extraction (see azr_jax.parsing)",
+    )
     p.add_argument("--n", type=int, default=1, help="samples per problem (pass@k up to n)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper)")
     p.add_argument("--top_p", type=float, default=1.0)
-    p.add_argument("--max_new_tokens", type=int, default=None,
-                   help="one budget for all benchmarks (default: per benchmark)")
+    p.add_argument(
+        "--max_new_tokens", type=int, default=None, help="one budget for all benchmarks (default: per benchmark)"
+    )
     p.add_argument("--batch_size", type=int, default=64, help="prompts per generate call")
-    p.add_argument("--compute_dtype", choices=("bfloat16", "float32"), default="bfloat16",
-                   help="activations and matmuls (float32 is faster on CPUs without bf16 units)")
+    p.add_argument(
+        "--compute_dtype",
+        choices=("bfloat16", "float32"),
+        default="bfloat16",
+        help="activations and matmuls (float32 is faster on CPUs without bf16 units)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="executor workers (default: cores)")
-    p.add_argument("--code_timeout", type=float, default=60.0,
-                   help="seconds per program test run (MBPP+ runs the reference too)")
+    p.add_argument(
+        "--code_timeout", type=float, default=60.0, help="seconds per program test run (MBPP+ runs the reference too)"
+    )
     p.add_argument("--memory_mb", type=int, default=4096, help="memory limit per test run")
-    p.add_argument("--num_devices", type=int, default=None,
-                   help="data-parallel over the first N devices (default: all)")
+    p.add_argument(
+        "--num_devices", type=int, default=None, help="data-parallel over the first N devices (default: all)"
+    )
     p.add_argument("--workdir", default=None, help="write TensorBoard scalars here")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    paths = {name: path for name, path in (("humanevalplus", args.humanevalplus_path),
-                                           ("livecodebench", args.livecodebench_path)) if path}
+    paths = {
+        name: path
+        for name, path in (("humanevalplus", args.humanevalplus_path), ("livecodebench", args.livecodebench_path))
+        if path
+    }
     if args.benchmarks:
         names = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     else:
@@ -96,12 +123,14 @@ def main(argv=None) -> int:
     if args.tfds_dir:
         from azr_jax.evaluation.tfds_builders import load_via_tfds
 
-        problems = {n: load_via_tfds(n, tfds_dir=args.tfds_dir, source=paths.get(n),
-                                     data_source_dir=args.data_dir, limit=args.limit)
-                    for n in names}
+        problems = {
+            n: load_via_tfds(
+                n, tfds_dir=args.tfds_dir, source=paths.get(n), data_source_dir=args.data_dir, limit=args.limit
+            )
+            for n in names
+        }
     else:  # load (and fail on missing files) before spending time on the model
-        problems = {n: B.load_problems(n, data_dir=args.data_dir, path=paths.get(n),
-                                       limit=args.limit) for n in names}
+        problems = {n: B.load_problems(n, data_dir=args.data_dir, path=paths.get(n), limit=args.limit) for n in names}
 
     import jax
 
@@ -113,18 +142,29 @@ def main(argv=None) -> int:
 
     hf_dir, step = resolve_checkpoint(args.checkpoint)
     print(f"checkpoint: {hf_dir}" + (f" (step {step})" if step is not None else ""))
-    devices = jax.devices()[:args.num_devices] if args.num_devices else None
+    devices = jax.devices()[: args.num_devices] if args.num_devices else None
     mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
     tokenizer = load_tokenizer(hf_dir)
     sampler = Sampler(load_hf_checkpoint(hf_dir, mesh, compute_dtype=args.compute_dtype), tokenizer)
     with ExecutorPool(args.workers, timeout_s=10.0, memory_mb=args.memory_mb) as pool:
         report = harness.evaluate(
-            sampler, tokenizer, pool, names, limit=args.limit, template=args.template, n=args.n,
-            temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-            strictness=args.strictness, problems=problems, batch_size=args.batch_size,
-            seed=args.seed, code_timeout_s=args.code_timeout)
-    summary = harness.write_outputs(report, args.output,
-                                    extra={"checkpoint": os.path.abspath(hf_dir), "step": step})
+            sampler,
+            tokenizer,
+            pool,
+            names,
+            limit=args.limit,
+            template=args.template,
+            n=args.n,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            strictness=args.strictness,
+            problems=problems,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            code_timeout_s=args.code_timeout,
+        )
+    summary = harness.write_outputs(report, args.output, extra={"checkpoint": os.path.abspath(hf_dir), "step": step})
     print(harness.format_table(report))
     print(f"wrote {summary}")
     if args.workdir:

@@ -95,8 +95,13 @@ def ppo_loss(
     `ref_logprobs` is needed when kl_coef != 0. Metrics add `entropy` and `kl` when available.
     """
     loss, metrics = policy_loss(
-        logprobs, old_logprobs, advantages, mask,
-        clip_low=clip_low, clip_high=clip_high, num_tokens=num_tokens,
+        logprobs,
+        old_logprobs,
+        advantages,
+        mask,
+        clip_low=clip_low,
+        clip_high=clip_high,
+        num_tokens=num_tokens,
     )
     if entropy is not None:
         ent = token_sum_mean(entropy, mask, num_tokens)

@@ -28,8 +28,12 @@ _WRAPPED = re.compile(r"\A\s*(?:<think>)?.*?</think>\s*<answer>.*</answer>\s*\Z"
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 # A fence opens with ``` plus an optional tag on its own line and closes at the next ```.
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.S)
-_TAG_ALIASES = {"python": ("python", "py", "python3"), "input": ("input",), "output": ("output",),
-                "message": ("message",)}
+_TAG_ALIASES = {
+    "python": ("python", "py", "python3"),
+    "input": ("input",),
+    "output": ("output",),
+    "message": ("message",),
+}
 
 # What the solver of each task type answers with.
 SOLVER_BLOCK = {TaskType.DEDUCTION: "output", TaskType.ABDUCTION: "input", TaskType.INDUCTION: "python"}
@@ -121,9 +125,7 @@ def parse_program_proposal(response: str, strictness: str = THINK_ANSWER) -> Pro
     answer = extract_answer(response, strictness)
     if answer is None:
         return ProgramProposal(False, reason="format")
-    programs = blocks_of_kind(answer, "python") or [
-        b for b in blocks_of_kind(answer, "") if "def f" in b
-    ]
+    programs = blocks_of_kind(answer, "python") or [b for b in blocks_of_kind(answer, "") if "def f" in b]
     if not programs:
         return ProgramProposal(False, reason="no_python_block")
     inputs = blocks_of_kind(answer, "input")

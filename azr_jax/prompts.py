@@ -11,7 +11,12 @@ from __future__ import annotations
 from typing import Sequence
 
 from azr_jax.tasks import (
-    BANNED_CALLS, BANNED_IMPORTS, NUM_INDUCTION_INPUTS, NUM_INDUCTION_SHOWN, Task, TaskType,
+    BANNED_CALLS,
+    BANNED_IMPORTS,
+    NUM_INDUCTION_INPUTS,
+    NUM_INDUCTION_SHOWN,
+    Task,
+    TaskType,
 )
 
 TEMPLATES = ("azr", "chat")
@@ -26,8 +31,7 @@ AZR_WRAPPER = (
 
 # Under a chat template the system-style wrapper is gone, so the user turn states the format.
 CHAT_PREFIX = (
-    "First reason step by step inside <think> </think>, then give your final answer inside "
-    "<answer> </answer>.\n\n"
+    "First reason step by step inside <think> </think>, then give your final answer inside " "<answer> </answer>.\n\n"
 )
 
 INDUCTION_PLACEHOLDER = "f(<|YOUR INPUT WILL BE PLUGGED HERE|>)"
@@ -44,90 +48,94 @@ def _block(kind: str, body: str) -> str:
 
 
 def _snippet(i: int, task: Task) -> str:
-    return "\n".join((
-        f"<snippet_{i}>",
-        _block("python", task.program),
-        _block("input", task.input),
-        _block("output", task.output),
-        f"</snippet_{i}>",
-    ))
+    return "\n".join(
+        (
+            f"<snippet_{i}>",
+            _block("python", task.program),
+            _block("input", task.input),
+            _block("output", task.output),
+            f"</snippet_{i}>",
+        )
+    )
 
 
 def _program_proposer_prompt(task_type: TaskType, references: Sequence[Task]) -> str:
     if task_type == TaskType.DEDUCTION:
         goal = "Another solver will be shown your function and input and must predict the output."
     else:
-        goal = ("Another solver will be shown your function and its output and must find an input "
-                "that produces it.")
+        goal = "Another solver will be shown your function and its output and must find an input " "that produces it."
     if references:
-        refs = ("Earlier programs, each with an input and the output it produced:\n\n"
-                + "\n\n".join(_snippet(i, t) for i, t in enumerate(references))
-                + "\n\nYour program must be clearly different from all of these: a new idea, "
-                "not a small edit of one of them.")
+        refs = (
+            "Earlier programs, each with an input and the output it produced:\n\n"
+            + "\n\n".join(_snippet(i, t) for i, t in enumerate(references))
+            + "\n\nYour program must be clearly different from all of these: a new idea, "
+            "not a small edit of one of them."
+        )
     else:
         refs = "There are no earlier programs to show yet."
-    return "\n".join((
-        "## Task: write a new Python function `f` and one input for it",
-        "",
-        f"You are designing a reasoning puzzle. {goal}",
-        "",
-        "Rules for the function:",
-        "- It is deterministic: the same input always gives the same result.",
-        "- It takes at least one argument and returns a value.",
-        "- Working out its result should need several steps of careful state tracking.",
-        "- It uses no randomness, no clock or dates, no file, network or console I/O (no "
-        "printing), and no global or external state.",
-        "- It runs quickly, well under a second.",
-        "- Helper functions or classes are fine, but the entry point must be named `f`.",
-        f"- It imports none of: {', '.join(BANNED_IMPORTS)}.",
-        f"- It calls none of: {', '.join(BANNED_CALLS)}.",
-        "",
-        _INPUT_RULES,
-        "",
-        refs,
-        "",
-        "Answer with exactly one python block and one input block inside <answer> </answer>:",
-        "<answer>",
-        _block("python", "def f(...):\n    ..."),
-        _block("input", "..."),
-        "</answer>",
-    ))
+    return "\n".join(
+        (
+            "## Task: write a new Python function `f` and one input for it",
+            "",
+            f"You are designing a reasoning puzzle. {goal}",
+            "",
+            "Rules for the function:",
+            "- It is deterministic: the same input always gives the same result.",
+            "- It takes at least one argument and returns a value.",
+            "- Working out its result should need several steps of careful state tracking.",
+            "- It uses no randomness, no clock or dates, no file, network or console I/O (no "
+            "printing), and no global or external state.",
+            "- It runs quickly, well under a second.",
+            "- Helper functions or classes are fine, but the entry point must be named `f`.",
+            f"- It imports none of: {', '.join(BANNED_IMPORTS)}.",
+            f"- It calls none of: {', '.join(BANNED_CALLS)}.",
+            "",
+            _INPUT_RULES,
+            "",
+            refs,
+            "",
+            "Answer with exactly one python block and one input block inside <answer> </answer>:",
+            "<answer>",
+            _block("python", "def f(...):\n    ..."),
+            _block("input", "..."),
+            "</answer>",
+        )
+    )
 
 
 def _induction_proposer_prompt(program: str) -> str:
-    return "\n".join((
-        "## Task: choose inputs and write a message for a given function",
-        "",
-        f"Here is a Python function `f`. Choose {NUM_INDUCTION_INPUTS} inputs whose outputs, "
-        "taken together, reveal what it does, and write a short message that would help someone "
-        "who sees only the inputs and outputs rebuild the function.",
-        "",
-        _block("python", program),
-        "",
-        "Each input will be plugged in here:",
-        _block("python", INDUCTION_PLACEHOLDER),
-        "",
-        _INPUT_RULES,
-        "",
-        f"- Give {NUM_INDUCTION_INPUTS} diverse inputs that exercise different behaviours, edge "
-        "cases included; each must run without error.",
-        "- The message hints at what the function computes, in words; it must not contain the "
-        "code.",
-        "",
-        f"Answer inside <answer> </answer> with {NUM_INDUCTION_INPUTS} input blocks, one input "
-        "each, followed by one message block:",
-        "<answer>",
-        _block("input", "..."),
-        _block("input", "..."),
-        "...",
-        _block("message", "..."),
-        "</answer>",
-    ))
+    return "\n".join(
+        (
+            "## Task: choose inputs and write a message for a given function",
+            "",
+            f"Here is a Python function `f`. Choose {NUM_INDUCTION_INPUTS} inputs whose outputs, "
+            "taken together, reveal what it does, and write a short message that would help someone "
+            "who sees only the inputs and outputs rebuild the function.",
+            "",
+            _block("python", program),
+            "",
+            "Each input will be plugged in here:",
+            _block("python", INDUCTION_PLACEHOLDER),
+            "",
+            _INPUT_RULES,
+            "",
+            f"- Give {NUM_INDUCTION_INPUTS} diverse inputs that exercise different behaviours, edge "
+            "cases included; each must run without error.",
+            "- The message hints at what the function computes, in words; it must not contain the " "code.",
+            "",
+            f"Answer inside <answer> </answer> with {NUM_INDUCTION_INPUTS} input blocks, one input "
+            "each, followed by one message block:",
+            "<answer>",
+            _block("input", "..."),
+            _block("input", "..."),
+            "...",
+            _block("message", "..."),
+            "</answer>",
+        )
+    )
 
 
-def proposer_prompt(
-    task_type: TaskType | str, *, references: Sequence[Task] = (), program: str | None = None
-) -> str:
+def proposer_prompt(task_type: TaskType | str, *, references: Sequence[Task] = (), program: str | None = None) -> str:
     """Proposer task text. Deduction/abduction take the K reference tasks of the same type;
     induction takes the program to write inputs and a message for."""
     task_type = TaskType(task_type)
@@ -141,55 +149,61 @@ def proposer_prompt(
 def solver_prompt(task: Task, *, num_shown: int = NUM_INDUCTION_SHOWN) -> str:
     """Solver task text; for induction the first `num_shown` pairs are shown, the rest are held out."""
     if task.task_type == TaskType.DEDUCTION:
-        return "\n".join((
-            "## Task: predict the output",
-            "",
-            "Trace the code below by hand: what does `f` return for the given input?",
-            "",
-            _block("python", task.program),
-            _block("input", task.input),
-            "",
-            "Write the exact return value as a Python literal: strings in quotes, several values "
-            "as a tuple. Answer with one output block inside <answer> </answer>:",
-            "<answer>",
-            _block("output", "..."),
-            "</answer>",
-        ))
+        return "\n".join(
+            (
+                "## Task: predict the output",
+                "",
+                "Trace the code below by hand: what does `f` return for the given input?",
+                "",
+                _block("python", task.program),
+                _block("input", task.input),
+                "",
+                "Write the exact return value as a Python literal: strings in quotes, several values "
+                "as a tuple. Answer with one output block inside <answer> </answer>:",
+                "<answer>",
+                _block("output", "..."),
+                "</answer>",
+            )
+        )
     if task.task_type == TaskType.ABDUCTION:
-        return "\n".join((
-            "## Task: find an input",
-            "",
-            "Find an input for which `f` below returns the given output. Any input that produces "
-            "this output is correct.",
-            "",
-            _block("python", task.program),
-            _block("output", task.output),
-            "",
-            _INPUT_RULES,
-            "Answer with one input block inside <answer> </answer>:",
-            "<answer>",
-            _block("input", "..."),
-            "</answer>",
-        ))
+        return "\n".join(
+            (
+                "## Task: find an input",
+                "",
+                "Find an input for which `f` below returns the given output. Any input that produces "
+                "this output is correct.",
+                "",
+                _block("python", task.program),
+                _block("output", task.output),
+                "",
+                _INPUT_RULES,
+                "Answer with one input block inside <answer> </answer>:",
+                "<answer>",
+                _block("input", "..."),
+                "</answer>",
+            )
+        )
     pairs = "\n".join(
         f"Example {i + 1}:\n{_block('input', x)}\n{_block('output', y)}"
         for i, (x, y) in enumerate(zip(task.inputs[:num_shown], task.outputs[:num_shown]))
     )
-    return "\n".join((
-        "## Task: recover the function",
-        "",
-        "A hidden Python function `f` produced the examples below. Its author left this note:",
-        _block("message", task.message),
-        "",
-        pairs,
-        "",
-        "Write a function `f` that reproduces these examples and fits the note; it will also be "
-        "checked on inputs you have not seen. Answer with one python block inside "
-        "<answer> </answer>:",
-        "<answer>",
-        _block("python", "def f(...):\n    ..."),
-        "</answer>",
-    ))
+    return "\n".join(
+        (
+            "## Task: recover the function",
+            "",
+            "A hidden Python function `f` produced the examples below. Its author left this note:",
+            _block("message", task.message),
+            "",
+            pairs,
+            "",
+            "Write a function `f` that reproduces these examples and fits the note; it will also be "
+            "checked on inputs you have not seen. Answer with one python block inside "
+            "<answer> </answer>:",
+            "<answer>",
+            _block("python", "def f(...):\n    ..."),
+            "</answer>",
+        )
+    )
 
 
 def render(prompt_text: str, template: str = "azr", tokenizer=None) -> str:

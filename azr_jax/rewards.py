@@ -36,9 +36,7 @@ def learnability_reward(solve_rates, *, extreme_solve_rate_reward: float = 0.0) 
     return np.where(inside, 1.0 - s, extreme_solve_rate_reward).astype(np.float32)
 
 
-def format_reward(
-    reward, well_formatted, *, invalid_reward: float = -1.0, zero_reward: float = -0.5
-) -> np.ndarray:
+def format_reward(reward, well_formatted, *, invalid_reward: float = -1.0, zero_reward: float = -0.5) -> np.ndarray:
     """The solver's format table (the reference code's), applied on top of r_solve.
 
     Not well formatted -> `invalid_reward`; well formatted with reward > 0 -> the reward; well
@@ -50,9 +48,7 @@ def format_reward(
     return np.where(ok, np.where(r > 0, r, zero_reward), invalid_reward).astype(np.float32)
 
 
-def solver_rewards(
-    well_formatted, correct, *, invalid_reward: float = -1.0, zero_reward: float = -0.5
-) -> np.ndarray:
+def solver_rewards(well_formatted, correct, *, invalid_reward: float = -1.0, zero_reward: float = -0.5) -> np.ndarray:
     """Final solver rewards [B]: format table over r_solve (1, `zero_reward`, `invalid_reward`)."""
     ok = np.asarray(well_formatted, dtype=bool)
     r = solve_reward(np.asarray(correct, dtype=bool) & ok)

@@ -29,10 +29,12 @@ from azr_jax import parsing, prompts, rewards
 from azr_jax.advantages import trr_advantages
 from azr_jax.buffers import TaskBuffers, seed_key, seed_size, strip_program
 from azr_jax.executor import ExecutorPool, Reason
+from azr_jax.model import batch_split, logical_sharding
 from azr_jax.sampling import Samples, SamplingParams
 from azr_jax.sampling.sampler import StopString
+from azr_jax.trainer import ConfigError
 from azr_jax.tasks import NUM_GROUPS, NUM_INDUCTION_SHOWN, Role, Task, TaskType, group_id, group_name
-from azr_jax.update import UpdateConfig, make_optimizer, pad_rows, update_step
+from azr_jax.update import UpdateConfig, init_optimizer_state, make_optimizer, pack_rows, update_step
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,14 @@ class SelfPlay:
         self.graphdef, self.params = nnx.split(model)
         c = config.optimizer
         self.optimizer = make_optimizer(c.learning_rate, c.b1, c.b2, c.weight_decay, c.grad_clip)
-        self.opt_state = jax.jit(self.optimizer.init)(self.params)
+        self.opt_state = init_optimizer_state(self.optimizer, self.params)
+        mesh = getattr(jax.tree.leaves(self.params)[0].sharding, "mesh", None)
+        if c.microbatch_size % batch_split(mesh):
+            raise ConfigError(
+                f"bad config: optimizer.microbatch_size={c.microbatch_size} is not a multiple of the mesh's batch "
+                f"axes (mesh.data x mesh.fsdp = {batch_split(mesh)}): its rows would be replicated, not split"
+            )
+        self.batch_sharding = None if mesh is None else logical_sharding(("batch", None), mesh)
         self.ref_params = jax.tree.map(jnp.copy, self.params) if config.loss.kl_coef else None
         self.update_config = UpdateConfig(
             clip_low=config.loss.clip_low,
@@ -465,64 +474,54 @@ class SelfPlay:
         return StepResult(metrics, self.text_samples(proposals, solver), proposals, solver)
 
     def update(self, trained: list[Rollout]) -> dict[str, float]:
-        """TRR++ advantages over the six groups, then one optimiser step on every trained sequence."""
+        """TRR++ advantages over the six groups, then one optimiser step on every trained sequence, packed
+        into microbatches as short as their rows allow (`pack_rows`)."""
         c = self.config
         if not trained:
             return {}
-        p = 1 << max(4, (max(len(r.prompt_ids) for r in trained) - 1).bit_length())
-        chunk = self.update_config.logit_chunk
-        rlen = -(-c.max_response_tokens // chunk) * chunk
-        rows = len(self.task_types) * 2 * c.batch_size  # fixed row count: one compile per prompt bucket
-        n = max(rows, len(trained))
-        tokens = np.zeros((n, p + rlen), np.int32)
-        valid = np.zeros((n, p + rlen), bool)
-        mask = np.zeros((n, rlen), np.float32)
-        old = np.zeros((n, rlen), np.float32)
-        groups = np.full((n,), NUM_GROUPS, np.int32)  # NUM_GROUPS marks padding rows
-        reward = np.zeros((n,), np.float32)
+        longest = max(1, max(len(r.tokens) for r in trained))
+        mask = np.zeros((len(trained), longest), np.float32)
         for i, r in enumerate(trained):
-            tokens[i, p - len(r.prompt_ids) : p] = r.prompt_ids
-            valid[i, p - len(r.prompt_ids) : p] = True
-            k = len(r.tokens)
-            tokens[i, p : p + k], valid[i, p : p + k], mask[i, :k], old[i, :k] = r.tokens, True, 1.0, r.logprobs
-            groups[i], reward[i] = group_id(r.task_type, r.role), r.reward
-        advantages = trr_advantages(
-            jnp.asarray(reward),
-            jnp.asarray(groups),
-            jnp.asarray(mask),
-            num_groups=NUM_GROUPS,
-            token_weighted=c.advantages.token_weighted,
-            eps=c.advantages.eps,
+            mask[i, : len(r.tokens)] = 1.0
+        groups = np.array([group_id(r.task_type, r.role) for r in trained], np.int32)
+        reward = np.array([r.reward for r in trained], np.float32)
+        advantages = np.asarray(
+            trr_advantages(
+                jnp.asarray(reward),
+                jnp.asarray(groups),
+                jnp.asarray(mask),
+                num_groups=NUM_GROUPS,
+                token_weighted=c.advantages.token_weighted,
+                eps=c.advantages.eps,
+            )
         )
-        batch = pad_rows(
-            {
-                "tokens": tokens,
-                "valid": valid,
-                "response_mask": mask,
-                "old_logprobs": old,
-                "advantages": np.asarray(advantages),
-            },
-            self.update_config.microbatch_size,
+        microbatches = pack_rows(
+            [np.asarray(r.prompt_ids, np.int32) for r in trained],
+            [r.tokens for r in trained],
+            [r.logprobs for r in trained],
+            list(advantages),
+            size=self.update_config.microbatch_size,
+            logit_chunk=self.update_config.logit_chunk,
+            max_response_tokens=c.max_response_tokens,
         )
         self.params, self.opt_state, metrics = update_step(
             self.graphdef,
             self.params,
             self.opt_state,
-            batch,
+            microbatches,
             optimizer=self.optimizer,
             config=self.update_config,
-            prompt_len=p,
             ref_params=self.ref_params,
+            batch_sharding=self.batch_sharding,
         )
         # The sampler holds the model object: point it at the updated arrays (no copy).
         nnx.update(self.sampler.model, self.params)
-        adv = np.asarray(advantages)[: len(trained)]
         out = {f"optimizer/{k}": float(v) for k, v in jax.device_get(metrics).items()}
         out["optimizer/learning_rate"] = float(c.optimizer.learning_rate)
         for g in range(NUM_GROUPS):
             sel = [i for i, r in enumerate(trained) if group_id(r.task_type, r.role) == g]
             if sel:
-                a = adv[sel][mask[sel] > 0]
+                a = advantages[sel][mask[sel] > 0]
                 if a.size:
                     out[f"{group_name(g)}/advantage_mean"] = float(a.mean())
                     out[f"{group_name(g)}/advantage_std"] = float(a.std())
@@ -592,4 +591,3 @@ class SelfPlay:
 
     def close(self) -> None:
         self._background.shutdown(wait=True)
-

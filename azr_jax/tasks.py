@@ -40,12 +40,37 @@ def group_name(gid: int) -> str:
 
 # docs/algorithm.md section 3: a learnability filter, not a safety boundary (the sandbox is).
 BANNED_IMPORTS: tuple[str, ...] = (
-    "random", "time", "datetime", "calendar", "os", "sys", "subprocess", "multiprocessing",
-    "threading", "logging", "hashlib", "hmac", "secrets", "socket", "pathlib", "shutil", "signal",
-    "ctypes", "pickle",
+    "random",
+    "time",
+    "datetime",
+    "calendar",
+    "os",
+    "sys",
+    "subprocess",
+    "multiprocessing",
+    "threading",
+    "logging",
+    "hashlib",
+    "hmac",
+    "secrets",
+    "socket",
+    "pathlib",
+    "shutil",
+    "signal",
+    "ctypes",
+    "pickle",
 )
 BANNED_CALLS: tuple[str, ...] = (
-    "open", "input", "exec", "eval", "compile", "__import__", "globals", "breakpoint", "exit", "quit",
+    "open",
+    "input",
+    "exec",
+    "eval",
+    "compile",
+    "__import__",
+    "globals",
+    "breakpoint",
+    "exit",
+    "quit",
 )
 
 

@@ -42,10 +42,10 @@ def test_group_ids_cover_six_groups():
 @pytest.mark.parametrize("token_weighted", [False, True])
 def test_matches_numpy_reference(token_weighted):
     rewards, gids, mask = make_batch(0)
-    adv = trr_advantages(jnp.asarray(rewards), jnp.asarray(gids), jnp.asarray(mask),
-                         token_weighted=token_weighted)
-    np.testing.assert_allclose(np.asarray(adv), numpy_reference(rewards, gids, mask, token_weighted),
-                               rtol=1e-5, atol=1e-5)
+    adv = trr_advantages(jnp.asarray(rewards), jnp.asarray(gids), jnp.asarray(mask), token_weighted=token_weighted)
+    np.testing.assert_allclose(
+        np.asarray(adv), numpy_reference(rewards, gids, mask, token_weighted), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_token_weighting_changes_result():

@@ -166,7 +166,9 @@ def test_relative_directory_is_made_absolute(tmp_path, monkeypatch):
     state = {"w": jnp.arange(4.0)}
     assert ckpt.save(1, state, {"note": "x"})
     ckpt.wait()
-    step, restored, extra = ckpt.restore_latest(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+    step, restored, extra = ckpt.restore_latest(
+        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    )
     ckpt.close()
     assert step == 1 and extra == {"note": "x"} and (tmp_path / "relative" / "checkpoints" / "1").is_dir()
     np.testing.assert_array_equal(restored["w"], state["w"])

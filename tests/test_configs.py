@@ -33,7 +33,12 @@ def test_paper_settings():
     assert c.seed_buffer_size == 0 and seed_size(c.seed_buffer_size, c.batch_size) == 256
     assert seed_size(0, 16) == 64 and seed_size(2, 16) == 2
     assert (c.seed_dedup, c.seed_strip_comments) == ("program", True)
-    assert (c.optimizer.learning_rate, c.optimizer.grad_clip, c.loss.entropy_coef, c.loss.kl_coef) == (1e-6, 1.0, 0.001, 0.0)
+    assert (c.optimizer.learning_rate, c.optimizer.grad_clip, c.loss.entropy_coef, c.loss.kl_coef) == (
+        1e-6,
+        1.0,
+        0.001,
+        0.0,
+    )
     assert (c.sampling.temperature, c.sampling.top_p) == (1.0, 1.0)
     assert (c.max_prompt_tokens, c.max_response_tokens) == (6144, 8096)
     assert c.rewards.extreme_solve_rate_reward == 0.0 and not c.advantages.token_weighted

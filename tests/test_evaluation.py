@@ -32,8 +32,9 @@ def wrapped(kind, body):
 
 
 def grade(name, pairs, pool, math_grader=None, strictness="think_answer"):
-    return grading.grade(B.BENCHMARKS[name].kind, pairs, pool=pool, math_grader=math_grader,
-                         strictness=strictness, code_timeout_s=30.0)
+    return grading.grade(
+        B.BENCHMARKS[name].kind, pairs, pool=pool, math_grader=math_grader, strictness=strictness, code_timeout_s=30.0
+    )
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -89,13 +90,19 @@ def test_humaneval_canonical_passes_wrong_fails(pool):
     problems = B.load_problems("humaneval", limit=3)
     full = [(p, wrapped("python", p.meta["prompt"] + p.gold)) for p in problems]
     # models often drop the prompt's imports (`from typing import List`): the grader adds them back
-    no_imports = [(p, wrapped("python", "\n".join(
-        line for line in (p.meta["prompt"] + p.gold).splitlines() if not line.startswith("from "))))
-        for p in problems]
+    no_imports = [
+        (
+            p,
+            wrapped(
+                "python",
+                "\n".join(line for line in (p.meta["prompt"] + p.gold).splitlines() if not line.startswith("from ")),
+            ),
+        )
+        for p in problems
+    ]
     assert all(g.correct for g in grade("humaneval", full + no_imports, pool))
     entry = problems[0].meta["entry_point"]
-    wrong = grade("humaneval", [(problems[0], wrapped("python", f"def {entry}(*a):\n    return None"))],
-                  pool)
+    wrong = grade("humaneval", [(problems[0], wrapped("python", f"def {entry}(*a):\n    return None"))], pool)
     assert not wrong[0].correct and wrong[0].reason == "wrong_answer"
 
 
@@ -111,23 +118,42 @@ def test_mbppplus_canonical_passes_wrong_fails(pool):
 
 def test_humanevalplus_differential_testing(pool):
     he = B.load_problems("humaneval", limit=1)[0]  # has_close_elements, in EvalPlus's format
-    record = {"task_id": he.id, "prompt": he.meta["prompt"], "entry_point": he.meta["entry_point"],
-              "canonical_solution": he.gold, "test": he.meta["test"], "atol": 0,
-              "base_input": [[[1.0, 2.0, 3.0], 0.5], [[1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3]],
-              "plus_input": [[[1.0, 1.05], 0.1], [[], 1.0]]}
+    record = {
+        "task_id": he.id,
+        "prompt": he.meta["prompt"],
+        "entry_point": he.meta["entry_point"],
+        "canonical_solution": he.gold,
+        "test": he.meta["test"],
+        "atol": 0,
+        "base_input": [[[1.0, 2.0, 3.0], 0.5], [[1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3]],
+        "plus_input": [[[1.0, 1.05], 0.1], [[], 1.0]],
+    }
     p = B.BENCHMARKS["humanevalplus"].to_problem("humanevalplus", 0, record)
     right = he.meta["prompt"] + he.gold
     # right on the base inputs, wrong on the plus input [] (raises) -- only plus inputs catch it
-    fragile = right.replace("for idx, elem in enumerate(numbers):",
-                            "numbers[0]\n    for idx, elem in enumerate(numbers):")
+    fragile = right.replace(
+        "for idx, elem in enumerate(numbers):", "numbers[0]\n    for idx, elem in enumerate(numbers):"
+    )
     g = grade("humanevalplus", [(p, wrapped("python", right)), (p, wrapped("python", fragile))], pool)
     assert [x.correct for x in g] == [True, False], g
 
 
 def test_evalplus_float_tolerance(pool):
-    p = B.Problem("mbppplus", "Mbpp/9999", "", "", {
-        "prompt": "", "entry_point": "third", "canonical_solution": "def third(x):\n    return x / 3\n",
-        "base_input": [[1.0], [2.0]], "plus_input": [], "atol": 1e-4, "dataset": "mbpp"})
+    p = B.Problem(
+        "mbppplus",
+        "Mbpp/9999",
+        "",
+        "",
+        {
+            "prompt": "",
+            "entry_point": "third",
+            "canonical_solution": "def third(x):\n    return x / 3\n",
+            "base_input": [[1.0], [2.0]],
+            "plus_input": [],
+            "atol": 1e-4,
+            "dataset": "mbpp",
+        },
+    )
     close = "def third(x):\n    return round(x / 3, 6)"
     far = "def third(x):\n    return round(x / 3, 2)"
     g = grade("mbppplus", [(p, wrapped("python", close)), (p, wrapped("python", far))], pool)
@@ -143,26 +169,52 @@ def test_evalplus_special_oracles(pool):
     reversed_words = "import re\ndef find_char_long(s):\n    return re.findall(r'\\b\\w{4,}\\b', s)[::-1]"
     match_object = "import re\ndef text_match_three(t):\n    return re.search('ab{3}', t)"
     match_bool = "import re\ndef text_match_three(t):\n    return re.search('ab{3}', t) is None"
-    padded = ("def digit_distance_nums(a, b):\n    x, y = str(a), str(b)\n    w = max(len(x), len(y))\n"
-              "    return sum(abs(int(p) - int(q)) for p, q in zip(x.zfill(w), y.zfill(w)))")
-    cases = [("similar_elements", as_set, True), ("similar_elements", too_many, False),
-             ("find_char_long", reversed_words, True), ("text_match_three", match_object, True),
-             ("text_match_three", match_bool, False), ("digit_distance_nums", padded, True)]
+    padded = (
+        "def digit_distance_nums(a, b):\n    x, y = str(a), str(b)\n    w = max(len(x), len(y))\n"
+        "    return sum(abs(int(p) - int(q)) for p, q in zip(x.zfill(w), y.zfill(w)))"
+    )
+    cases = [
+        ("similar_elements", as_set, True),
+        ("similar_elements", too_many, False),
+        ("find_char_long", reversed_words, True),
+        ("text_match_three", match_object, True),
+        ("text_match_three", match_bool, False),
+        ("digit_distance_nums", padded, True),
+    ]
     g = grade("mbppplus", [(problems[name], wrapped("python", code)) for name, code, _ in cases], pool)
     assert [x.correct for x in g] == [ok for *_, ok in cases], g
 
 
 def test_livecodebench_stdin_and_functional(pool):
-    stdin = B.BENCHMARKS["livecodebench"].to_problem("livecodebench", 0, {
-        "question_id": "s1", "question_content": "Print the sum of two integers.", "starter_code": "",
-        "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
-                                         {"input": "5 7\n", "output": "12\n", "testtype": "stdin"}]),
-        "private_test_cases": "", "metadata": "{}"})
-    functional = B.BENCHMARKS["livecodebench"].to_problem("livecodebench", 1, {
-        "question_id": "f1", "question_content": "Return the maximum.",
-        "starter_code": "class Solution:\n    def biggest(self, nums: List[int]) -> int:\n        ",
-        "public_test_cases": json.dumps([{"input": "[1, 5, 2]", "output": "5", "testtype": "functional"}]),
-        "private_test_cases": "", "metadata": json.dumps({"func_name": "biggest"})})
+    stdin = B.BENCHMARKS["livecodebench"].to_problem(
+        "livecodebench",
+        0,
+        {
+            "question_id": "s1",
+            "question_content": "Print the sum of two integers.",
+            "starter_code": "",
+            "public_test_cases": json.dumps(
+                [
+                    {"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
+                    {"input": "5 7\n", "output": "12\n", "testtype": "stdin"},
+                ]
+            ),
+            "private_test_cases": "",
+            "metadata": "{}",
+        },
+    )
+    functional = B.BENCHMARKS["livecodebench"].to_problem(
+        "livecodebench",
+        1,
+        {
+            "question_id": "f1",
+            "question_content": "Return the maximum.",
+            "starter_code": "class Solution:\n    def biggest(self, nums: List[int]) -> int:\n        ",
+            "public_test_cases": json.dumps([{"input": "[1, 5, 2]", "output": "5", "testtype": "functional"}]),
+            "private_test_cases": "",
+            "metadata": json.dumps({"func_name": "biggest"}),
+        },
+    )
     programs = [
         (stdin, "a, b = map(int, input().split())\nprint(a + b)", True),
         (stdin, "import sys\na, b = map(int, sys.stdin.read().split())\nprint(a * b)", False),
@@ -175,19 +227,16 @@ def test_livecodebench_stdin_and_functional(pool):
 
 def test_code_extraction_from_good_and_malformed_responses():
     fence = "```python\ndef f():\n    return 1\n```"
-    assert grading.extract_code(f"ok</think> <answer>{fence}</answer>", "think_answer") == \
-        "def f():\n    return 1"
+    assert grading.extract_code(f"ok</think> <answer>{fence}</answer>", "think_answer") == "def f():\n    return 1"
     assert grading.extract_code(f"no wrapper {fence}", "think_answer") is None
     assert grading.extract_code(f"no wrapper {fence}", "answer_blocks") == "def f():\n    return 1"
-    assert grading.extract_code("x</think><answer>def g(): pass</answer>", "think_answer") == \
-        "def g(): pass"
+    assert grading.extract_code("x</think><answer>def g(): pass</answer>", "think_answer") == "def g(): pass"
     assert grading.extract_code("x</think><answer>```python\ndef g(): pass", "answer_blocks") is None
 
 
 def test_malformed_responses_fail_with_reasons(pool):
     p = B.load_problems("cruxeval_o", limit=1)[0]
-    g = grade("cruxeval_o", [(p, "no tags at all"), (p, "x</think><answer>```python\n1\n```</answer>")],
-              pool)
+    g = grade("cruxeval_o", [(p, "no tags at all"), (p, "x</think><answer>```python\n1\n```</answer>")], pool)
     # A wrapped answer in the wrong kind of block is a wrong answer (as in the reference code), not a format error.
     assert [x.reason for x in g] == ["format", "bad_answer"] and not any(x.correct for x in g)
 
@@ -218,13 +267,12 @@ def test_math_answer_extraction_and_format(math_grader):
         r"She makes \boxed{18} dollars.",  # no wrapper: a format failure under think_answer
         "I have no idea.</think><answer>no clue</answer>",
     ]
-    strict = grading.grade(B.MATH, [(p, r) for r in responses], pool=None, math_grader=math_grader,
-                           strictness="think_answer")
-    assert [(g.correct, g.reason) for g in strict] == [(True, "ok"), (False, "format"),
-                                                       (False, "no_answer")]
+    strict = grading.grade(
+        B.MATH, [(p, r) for r in responses], pool=None, math_grader=math_grader, strictness="think_answer"
+    )
+    assert [(g.correct, g.reason) for g in strict] == [(True, "ok"), (False, "format"), (False, "no_answer")]
     assert strict[0].extracted == "18"
-    lenient = grading.grade(B.MATH, [(p, responses[1])], pool=None, math_grader=math_grader,
-                            strictness="answer_blocks")
+    lenient = grading.grade(B.MATH, [(p, responses[1])], pool=None, math_grader=math_grader, strictness="answer_blocks")
     assert lenient[0].correct
 
 
@@ -232,8 +280,10 @@ def test_math_grader_enforces_its_own_time_limit(tmp_path, monkeypatch):
     from azr_jax.evaluation import math_grading
 
     stuck = tmp_path / "stuck_worker.py"
-    stuck.write_text("import json, sys, time\nprint(json.dumps({'ready': True}), flush=True)\n"
-                     "for line in sys.stdin:\n    time.sleep(3600)\n")
+    stuck.write_text(
+        "import json, sys, time\nprint(json.dumps({'ready': True}), flush=True)\n"
+        "for line in sys.stdin:\n    time.sleep(3600)\n"
+    )
     monkeypatch.setattr(math_grading, "_WORKER", str(stuck))
     with MathGrader(timeout_s=0.5) as g:
         assert [v.reason for v in g.grade([("1", "1"), ("2", "2")])] == ["timeout", "timeout"]
@@ -255,9 +305,19 @@ def test_pass_at_k_matches_brute_force_enumeration():
 
 
 def test_paper_averages_reproduce_the_table():
-    coder = {"humanevalplus": 0.805, "mbppplus": 0.693, "livecodebench": 0.199, "aime24": 0.067,
-             "aime25": 0.033, "amc23": 0.400, "math500": 0.540, "minerva": 0.173,
-             "olympiadbench": 0.219, "cruxeval_o": 0.9, "gsm8k": 0.9}  # the last two are not averaged
+    coder = {
+        "humanevalplus": 0.805,
+        "mbppplus": 0.693,
+        "livecodebench": 0.199,
+        "aime24": 0.067,
+        "aime25": 0.033,
+        "amc23": 0.400,
+        "math500": 0.540,
+        "minerva": 0.173,
+        "olympiadbench": 0.219,
+        "cruxeval_o": 0.9,
+        "gsm8k": 0.9,
+    }  # the last two are not averaged
     avg = metrics.paper_averages(coder)
     assert avg["code_avg"] == pytest.approx(0.566, abs=1e-3)
     assert avg["math_avg"] == pytest.approx(0.239, abs=1e-3)
@@ -295,8 +355,9 @@ def test_evaluate_scores_records_and_outputs(pool, tmp_path):
         for i, p in enumerate(problems[n]):  # the second problem of each gets a wrong answer
             table[render(p.prompt, "azr")] = answers[n](p) if i == 0 else "no answer"
     sampler = ScriptedSampler(table)
-    report = harness.evaluate(sampler, None, pool, names, problems=problems, batch_size=1,
-                              code_timeout_s=30.0, log=lambda s: None)
+    report = harness.evaluate(
+        sampler, None, pool, names, problems=problems, batch_size=1, code_timeout_s=30.0, log=lambda s: None
+    )
     assert report.scores == {n: 0.5 for n in names} | {"code_avg": 0.5}
     assert len(report.records) == 8 and sum(r["correct"] for r in report.records) == 4
     assert {params.max_new_tokens for _, params in sampler.calls} == {2048}
@@ -325,9 +386,11 @@ def test_evaluate_rejects_greedy_with_several_samples(pool):
 
 
 def test_importing_evaluation_imports_no_tensorflow():
-    code = ("import sys, azr_jax.evaluation, azr_jax.evaluate\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_datasets')]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, azr_jax.evaluation, azr_jax.evaluate\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_datasets')]\n"
+        "assert not bad, bad\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -12,11 +12,32 @@ def test_cli_smoke_evaluation(embedded_model_dir, tmp_path):
     from azr_jax import evaluate
 
     out = tmp_path / "out"
-    rc = evaluate.main(["--checkpoint", embedded_model_dir("smollm2-135m-instruct"),
-                        "--benchmarks", ",".join(LOCAL), "--limit", "3", "--max_new_tokens", "8",
-                        "--batch_size", "1", "--template", "chat", "--compute_dtype", "float32", "--workers", "2",
-                        "--num_devices", "1",
-                        "--output", str(out), "--workdir", str(tmp_path / "tb")])
+    rc = evaluate.main(
+        [
+            "--checkpoint",
+            embedded_model_dir("smollm2-135m-instruct"),
+            "--benchmarks",
+            ",".join(LOCAL),
+            "--limit",
+            "3",
+            "--max_new_tokens",
+            "8",
+            "--batch_size",
+            "1",
+            "--template",
+            "chat",
+            "--compute_dtype",
+            "float32",
+            "--workers",
+            "2",
+            "--num_devices",
+            "1",
+            "--output",
+            str(out),
+            "--workdir",
+            str(tmp_path / "tb"),
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["accuracy"]) == set(LOCAL)

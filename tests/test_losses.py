@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from azr_jax.losses import (
-    entropy_from_logits, kl_k3, policy_loss, ppo_loss, token_logprobs, token_sum_mean,
+    entropy_from_logits,
+    kl_k3,
+    policy_loss,
+    ppo_loss,
+    token_logprobs,
+    token_sum_mean,
 )
 
 
@@ -48,10 +53,10 @@ def test_ratio_one_gives_minus_mean_advantage():
 @pytest.mark.parametrize(
     "ratio, adv, clip_low, clip_high, clipped",
     [
-        (1.5, 1.0, 0.2, 0.2, True),    # pushed above 1 + eps with A > 0: clipped, no gradient
+        (1.5, 1.0, 0.2, 0.2, True),  # pushed above 1 + eps with A > 0: clipped, no gradient
         (1.25, 1.0, 0.2, 0.28, False),  # clip-higher leaves room up to 1.28
         (1.5, -1.0, 0.2, 0.2, False),  # A < 0 above the range: unclipped branch is the max
-        (0.5, -1.0, 0.2, 0.2, True),   # below 1 - eps with A < 0: clipped
+        (0.5, -1.0, 0.2, 0.2, True),  # below 1 - eps with A < 0: clipped
         (0.5, 1.0, 0.2, 0.2, False),
     ],
 )
@@ -82,8 +87,7 @@ def test_accumulation_equals_full_batch():
     mask = jnp.asarray((np.arange(7)[None] < lengths[:, None]).astype(np.float32))
 
     def f(x, sl, n):
-        return ppo_loss(x[sl], old[sl], adv[sl], mask[sl], entropy=ent[sl], clip_high=0.28,
-                        num_tokens=n)
+        return ppo_loss(x[sl], old[sl], adv[sl], mask[sl], entropy=ent[sl], clip_high=0.28, num_tokens=n)
 
     (full, fm), gfull = jax.value_and_grad(f, has_aux=True)(lp, slice(None), None)
     n = mask.sum()
@@ -136,8 +140,7 @@ def test_kl_term_in_total_loss():
     lp = rand(11, (2, 3))
     ref = lp + 0.5
     mask = jnp.ones((2, 3))
-    loss, m = ppo_loss(lp, lp, jnp.zeros((2, 3)), mask, ref_logprobs=ref, entropy_coef=0.0,
-                       kl_coef=0.1)
+    loss, m = ppo_loss(lp, lp, jnp.zeros((2, 3)), mask, ref_logprobs=ref, entropy_coef=0.0, kl_coef=0.1)
     np.testing.assert_allclose(loss, 0.1 * (np.exp(0.5) - 1.5), rtol=1e-5)
     assert "kl" in m and "entropy" not in m
 

@@ -1,8 +1,14 @@
 import pytest
 
 from azr_jax.parsing import (
-    ANSWER_BLOCKS, THINK_ANSWER, extract_answer, fenced_blocks, parse_induction_proposal,
-    parse_program_proposal, parse_proposal, parse_solver,
+    ANSWER_BLOCKS,
+    THINK_ANSWER,
+    extract_answer,
+    fenced_blocks,
+    parse_induction_proposal,
+    parse_program_proposal,
+    parse_proposal,
+    parse_solver,
 )
 from azr_jax.tasks import TaskType
 
@@ -19,27 +25,34 @@ def fence(kind, body):
 
 # ---- format check ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("response", [
-    wrap("x"),
-    "<think>" + wrap("x"),                        # response repeats the prompt's <think>
-    "  \n<think>\nhm</think><answer>x</answer>",
-    "hm</think>   <answer>x</answer>\n\n",         # trailing whitespace is fine
-    "a</think><answer>first</answer> <answer>x</answer>",
-])
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        wrap("x"),
+        "<think>" + wrap("x"),  # response repeats the prompt's <think>
+        "  \n<think>\nhm</think><answer>x</answer>",
+        "hm</think>   <answer>x</answer>\n\n",  # trailing whitespace is fine
+        "a</think><answer>first</answer> <answer>x</answer>",
+    ],
+)
 def test_think_answer_accepts(response):
     assert extract_answer(response, THINK_ANSWER).strip() == "x"
 
 
-@pytest.mark.parametrize("response", [
-    "",
-    "no tags at all",
-    "<answer>x</answer>",                          # no think section
-    "thinking</think> no answer tags",
-    "thinking</think><answer>x",                   # answer never closed
-    "thinking</think><answer>x</answer> trailing chatter",
-    "thinking</think> words <answer>x</answer>",   # text between think and answer
-    "thinking <answer>x</answer>",
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        "",
+        "no tags at all",
+        "<answer>x</answer>",  # no think section
+        "thinking</think> no answer tags",
+        "thinking</think><answer>x",  # answer never closed
+        "thinking</think><answer>x</answer> trailing chatter",
+        "thinking</think> words <answer>x</answer>",  # text between think and answer
+        "thinking <answer>x</answer>",
+    ],
+)
 def test_think_answer_rejects(response):
     assert extract_answer(response, THINK_ANSWER) is None
 
@@ -66,6 +79,7 @@ def test_fenced_blocks():
 
 
 # ---- solver ----------------------------------------------------------------------------------
+
 
 def test_solver_deduction_last_output_block():
     r = wrap(fence("output", "[1]") + "\nwait, no\n" + fence("output", "[3, 2, 1]"))
@@ -129,8 +143,14 @@ def test_fallback_answers_are_checked_safely_as_wrong():
     # Whatever the fallback yields is parsed (never run) in the parent and rejected there.
     from azr_jax.executor import ExecutorPool, Reason
 
-    texts = ["", fence("python", "[3, 2, 1]"), "The output is 3.", "__import__('os').system('x')",
-             "1) or g(2", fence("input", "1")]
+    texts = [
+        "",
+        fence("python", "[3, 2, 1]"),
+        "The output is 3.",
+        "__import__('os').system('x')",
+        "1) or g(2",
+        fence("input", "1"),
+    ]
     gold = "[3, 2, 1]"
     with ExecutorPool(num_workers=1) as pool:
         for v in pool.check_deduction([(gold, t) for t in texts]):
@@ -142,7 +162,7 @@ def test_fallback_answers_are_checked_safely_as_wrong():
 
 
 def test_solver_answer_blocks_mode():
-    r = "I think the answer is\n" + fence("output", "42")   # no wrapper at all
+    r = "I think the answer is\n" + fence("output", "42")  # no wrapper at all
     assert parse_solver(r, "deduction", THINK_ANSWER).reason == "format"
     a = parse_solver(r, "deduction", ANSWER_BLOCKS)
     assert a.well_formatted and a.answer == "42"
@@ -153,8 +173,7 @@ def test_solver_answer_blocks_mode():
 
 def test_solver_answer_blocks_requires_something_answer_like():
     # No block of the expected kind, no bare block, no <answer> text: a format failure.
-    for r in ["I am not sure.", "thinking</think> the output is 3", fence("input", "1"),
-              "<answer>  </answer>"]:
+    for r in ["I am not sure.", "thinking</think> the output is 3", fence("input", "1"), "<answer>  </answer>"]:
         a = parse_solver(r, "deduction", ANSWER_BLOCKS)
         assert not a.well_formatted and a.reason == "no_output_block"
     # An <answer> block is the answer, whatever it holds, as under think_answer.
@@ -169,9 +188,14 @@ def test_solver_answer_blocks_ignores_thinking_blocks():
 
 # ---- proposers -------------------------------------------------------------------------------
 
+
 def test_program_proposal_first_blocks():
-    r = wrap(fence("python", PROGRAM) + fence("input", "[3, 1, 2]")
-             + fence("python", "def f(a):\n    return 0") + fence("input", "9"))
+    r = wrap(
+        fence("python", PROGRAM)
+        + fence("input", "[3, 1, 2]")
+        + fence("python", "def f(a):\n    return 0")
+        + fence("input", "9")
+    )
     p = parse_program_proposal(r)
     assert p.well_formatted and p.program == PROGRAM and p.input == "[3, 1, 2]"
     assert parse_proposal(r, "abduction") == p
@@ -183,11 +207,14 @@ def test_program_proposal_bare_program_fallback():
     assert p.well_formatted and p.program == PROGRAM
 
 
-@pytest.mark.parametrize("answer, reason", [
-    (fence("input", "[1]"), "no_python_block"),
-    (fence("python", PROGRAM), "no_input_block"),
-    (fence("python", PROGRAM) + fence("input", ""), "no_input_block"),
-])
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        (fence("input", "[1]"), "no_python_block"),
+        (fence("python", PROGRAM), "no_input_block"),
+        (fence("python", PROGRAM) + fence("input", ""), "no_input_block"),
+    ],
+)
 def test_program_proposal_failures(answer, reason):
     p = parse_program_proposal(wrap(answer))
     assert not p.well_formatted and p.reason == reason and p.program is None

@@ -10,7 +10,10 @@ REFS = [
     Task("deduction", "def f(s):\n    return s[::-1]", ("'abc'",), ("'cba'",)),
 ]
 INDUCTION = Task(
-    "induction", PROGRAM, tuple(f"[{i}], 2" for i in range(10)), tuple(f"[{2 * i}]" for i in range(10)),
+    "induction",
+    PROGRAM,
+    tuple(f"[{i}], 2" for i in range(10)),
+    tuple(f"[{2 * i}]" for i in range(10)),
     "Scales every element.",
 )
 
@@ -21,8 +24,10 @@ def test_program_proposer_prompt(task_type):
     for word in BANNED_IMPORTS + BANNED_CALLS:
         assert word in text
     for i, ref in enumerate(REFS):
-        snippet = (f"<snippet_{i}>\n```python\n{ref.program}\n```\n```input\n{ref.input}\n```\n"
-                   f"```output\n{ref.output}\n```\n</snippet_{i}>")
+        snippet = (
+            f"<snippet_{i}>\n```python\n{ref.program}\n```\n```input\n{ref.input}\n```\n"
+            f"```output\n{ref.output}\n```\n</snippet_{i}>"
+        )
         assert snippet in text
     assert "<snippet_2>" not in text
     assert "```python" in text and "```input" in text and "<answer>" in text
@@ -74,15 +79,15 @@ def test_solver_prompts_name_the_block_the_parser_reads():
     # The prompt's own answer skeleton must parse as a well formatted answer of the right kind.
     for task in (seed_task("deduction"), seed_task("abduction"), INDUCTION):
         text = solver_prompt(task)
-        skeleton = text[text.rindex("<answer>"):]
+        skeleton = text[text.rindex("<answer>") :]
         assert parse_solver("ok</think>\n" + skeleton, task.task_type).well_formatted
 
 
 def test_proposer_skeletons_parse():
     text = proposer_prompt("deduction", references=REFS)
-    assert parse_program_proposal("ok</think>\n" + text[text.rindex("<answer>"):]).well_formatted
+    assert parse_program_proposal("ok</think>\n" + text[text.rindex("<answer>") :]).well_formatted
     text = proposer_prompt("induction", program=PROGRAM)
-    skeleton = text[text.rindex("<answer>"):]
+    skeleton = text[text.rindex("<answer>") :]
     assert parse_induction_proposal("ok</think>\n" + skeleton).reason == "too_few_inputs"
 
 
@@ -146,18 +151,37 @@ def test_evaluation_scores_an_over_long_prompt_wrong_without_sampling_it():
     problems = [problem(0, 10), problem(1, 5000), problem(2, 10)]  # the second does not fit
     longest_kept = len(WordTokenizer()(render(problems[0].prompt, "azr")).input_ids)
     sampler = Sampler()
-    report = harness.evaluate(sampler, None, Pool(), ["cruxeval_o"], problems={"cruxeval_o": problems}, n=2,
-                              temperature=1.0, max_prompt_tokens=longest_kept, log=lambda s: None)
+    report = harness.evaluate(
+        sampler,
+        None,
+        Pool(),
+        ["cruxeval_o"],
+        problems={"cruxeval_o": problems},
+        n=2,
+        temperature=1.0,
+        max_prompt_tokens=longest_kept,
+        log=lambda s: None,
+    )
     assert len(sampler.prompts) == 2 and all(len(p.split()) <= longest_kept for p in sampler.prompts)
     assert report.prompt_too_long == {"cruxeval_o": 1} and report.summary()["prompt_too_long"] == {"cruxeval_o": 1}
     assert [(r["id"], r["correct"], r["reason"]) for r in report.records] == [
-        ("p0", True, "ok"), ("p0", True, "ok"),
-        ("p1", False, "prompt_too_long"), ("p1", False, "prompt_too_long"),
-        ("p2", False, "wrong_answer"), ("p2", False, "wrong_answer"),
+        ("p0", True, "ok"),
+        ("p0", True, "ok"),
+        ("p1", False, "prompt_too_long"),
+        ("p1", False, "prompt_too_long"),
+        ("p2", False, "wrong_answer"),
+        ("p2", False, "wrong_answer"),
     ]
     assert report.scores["cruxeval_o"] == pytest.approx(1 / 3)
-    everything = harness.evaluate(Sampler(), None, Pool(), ["cruxeval_o"], problems={"cruxeval_o": problems[1:2]},
-                                  max_prompt_tokens=longest_kept, log=lambda s: None)
+    everything = harness.evaluate(
+        Sampler(),
+        None,
+        Pool(),
+        ["cruxeval_o"],
+        problems={"cruxeval_o": problems[1:2]},
+        max_prompt_tokens=longest_kept,
+        log=lambda s: None,
+    )
     assert everything.scores["cruxeval_o"] == 0.0 and everything.prompt_too_long == {"cruxeval_o": 1}
 
 

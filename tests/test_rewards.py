@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from azr_jax.rewards import (
-    format_reward, learnability_reward, proposer_rewards, solve_rate, solve_reward, solver_rewards,
+    format_reward,
+    learnability_reward,
+    proposer_rewards,
+    solve_rate,
+    solve_reward,
+    solver_rewards,
 )
 
 
@@ -53,9 +58,7 @@ S = [0.25, 0.0, 1.0, 0.5, 0.5, 0.875, float("nan")]
 
 def test_proposer_rewards_paper_default():
     # s in {0, 1} (or undefined) gets extreme_solve_rate_reward itself, 0.0: no -0.5 floor.
-    np.testing.assert_allclose(
-        proposer_rewards(WF, VALID, S), [0.75, 0.0, 0.0, -1.0, -1.0, 0.125, 0.0]
-    )
+    np.testing.assert_allclose(proposer_rewards(WF, VALID, S), [0.75, 0.0, 0.0, -1.0, -1.0, 0.125, 0.0])
     np.testing.assert_allclose(proposer_rewards([1, 1], [1, 1], [0.0, 1.0]), [0.0, 0.0])
 
 

@@ -314,8 +314,14 @@ def test_seeding_shared_pool_dedup_and_stripping(scripted_step, monkeypatch, ded
     _, _, trained = scripted_step
     monkeypatch.setitem(globals(), "scripted_response", seeding_response)
     target = len(expected)
-    config = tiny_config(batch_size=3, seed_buffer_size=target, seed_max_rounds=3, answer_format="think_answer",
-                         seed_dedup=dedup, seed_strip_comments=strip)
+    config = tiny_config(
+        batch_size=3,
+        seed_buffer_size=target,
+        seed_max_rounds=3,
+        answer_format="think_answer",
+        seed_dedup=dedup,
+        seed_strip_comments=strip,
+    )
     sampler = RecordingSampler(trained.sampler.model, trained.tokenizer)
     lines = []
     with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
@@ -356,8 +362,9 @@ def test_stop_string_skips_tags_quoted_while_thinking(scripted_step):
 
 def test_tiny_bf16_recomputed_old_logprobs_give_ratio_one():
     """bf16 compute and cache, temperature 0.7, loss.recompute_old_logprobs: the first update sees ratio 1."""
-    config = tiny_config(**{"model.compute_dtype": "bfloat16", "sampling.cache_dtype": "bfloat16",
-                            "sampling.temperature": 0.7})
+    config = tiny_config(
+        **{"model.compute_dtype": "bfloat16", "sampling.cache_dtype": "bfloat16", "sampling.temperature": 0.7}
+    )
     assert config.loss.recompute_old_logprobs
     check_config(config)
     _, model, tokenizer, sampler = build(config)

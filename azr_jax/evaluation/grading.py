@@ -59,8 +59,15 @@ def test_program(kind: str, problem: B.Problem, code: str) -> str:
         return f"{code}\n\n{meta['test']}\n\ncheck({meta['entry_point']})\n"
     if kind == B.EVALPLUS:
         inputs = json.dumps(meta["base_input"] + meta["plus_input"])
-        args = (code, meta["prompt"] + meta["canonical_solution"], meta["entry_point"], inputs,
-                meta["atol"], meta["dataset"], problem.id)
+        args = (
+            code,
+            meta["prompt"] + meta["canonical_solution"],
+            meta["entry_point"],
+            inputs,
+            meta["atol"],
+            meta["dataset"],
+            problem.id,
+        )
         return f"{_DRIVERS}\nevalplus_check{args!r}\n"
     if kind == B.LIVECODEBENCH:
         args = (code, json.dumps(meta["tests"]), meta["func_name"])
@@ -73,8 +80,7 @@ def _grade_programs(kind, items, pool, strictness, timeout_s):
     for i, (problem, response) in enumerate(items):
         code = extract_code(response, strictness)
         if code is None:
-            grades[i] = Grade(False, "format" if extract_answer(response, strictness) is None
-                              else "no_python_block")
+            grades[i] = Grade(False, "format" if extract_answer(response, strictness) is None else "no_python_block")
             continue
         if kind == B.HUMANEVAL or problem.meta.get("dataset") == "humaneval":
             code = humaneval_program(problem, code)
@@ -85,8 +91,7 @@ def _grade_programs(kind, items, pool, strictness, timeout_s):
             grades[i] = Grade(True, "ok", code)
         else:
             failed_test = run.detail.startswith("AssertionError")
-            grades[i] = Grade(False, "wrong_answer" if failed_test else str(run.reason), code,
-                              run.detail)
+            grades[i] = Grade(False, "wrong_answer" if failed_test else str(run.reason), code, run.detail)
     return grades
 
 
@@ -99,8 +104,9 @@ def _grade_cruxeval(kind, items, pool, strictness):
             grades[i] = Grade(False, parsed.reason)
             continue
         meta = problem.meta
-        checks.append((meta["output"], parsed.answer) if kind == B.DEDUCTION
-                      else (meta["program"], meta["output"], parsed.answer))
+        checks.append(
+            (meta["output"], parsed.answer) if kind == B.DEDUCTION else (meta["program"], meta["output"], parsed.answer)
+        )
         where.append((i, parsed.answer))
     if checks:
         check = pool.check_deduction if kind == B.DEDUCTION else pool.check_abduction
@@ -123,8 +129,15 @@ def _grade_math(items, math_grader, strictness):
     return grades
 
 
-def grade(kind: str, items: Sequence[tuple[B.Problem, str]], *, pool, math_grader: MathGrader,
-          strictness: str, code_timeout_s: float = 20.0) -> list[Grade]:
+def grade(
+    kind: str,
+    items: Sequence[tuple[B.Problem, str]],
+    *,
+    pool,
+    math_grader: MathGrader,
+    strictness: str,
+    code_timeout_s: float = 20.0,
+) -> list[Grade]:
     """Grades (problem, response) pairs of one benchmark kind, batched."""
     if kind in (B.DEDUCTION, B.ABDUCTION):
         return _grade_cruxeval(kind, items, pool, strictness)

@@ -35,8 +35,10 @@ class Report:
         return {
             "accuracy": accuracy,
             "averages": {k: v for k, v in self.scores.items() if k not in accuracy},
-            "averages_from": {"code": [b for b in B.PAPER_CODE if b in accuracy],
-                              "math": [b for b in B.PAPER_MATH if b in accuracy]},
+            "averages_from": {
+                "code": [b for b in B.PAPER_CODE if b in accuracy],
+                "math": [b for b in B.PAPER_MATH if b in accuracy],
+            },
             "pass_at_k": self.pass_at_k,
             "num_problems": self.num_problems,
             "prompt_too_long": self.prompt_too_long,
@@ -49,20 +51,36 @@ def _generate(sampler, prompts: list[str], params, batch_size: int, seed: int) -
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[str] | None] = [None] * len(prompts)
     for b, start in enumerate(range(0, len(order), batch_size)):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         texts = sampler.generate_text([prompts[i] for i in chunk], params, seed=seed + b)
         for i, completions in zip(chunk, texts):
             out[i] = completions
     return out
 
 
-def evaluate(sampler, tokenizer, pool, benchmarks: Sequence[str], *, limit: int | None = None,
-             template: str = "azr", n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-             max_new_tokens: int | None = None, strictness: str = ANSWER_BLOCKS,
-             data_dir: str | None = None, paths: Mapping[str, str] | None = None,
-             problems: Mapping[str, list[B.Problem]] | None = None, batch_size: int = 64,
-             seed: int = 0, code_timeout_s: float = 60.0, math_grader: MathGrader | None = None,
-             max_prompt_tokens: int | None = None, log: Callable[[str], None] = print) -> Report:
+def evaluate(
+    sampler,
+    tokenizer,
+    pool,
+    benchmarks: Sequence[str],
+    *,
+    limit: int | None = None,
+    template: str = "azr",
+    n: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_new_tokens: int | None = None,
+    strictness: str = ANSWER_BLOCKS,
+    data_dir: str | None = None,
+    paths: Mapping[str, str] | None = None,
+    problems: Mapping[str, list[B.Problem]] | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    code_timeout_s: float = 60.0,
+    math_grader: MathGrader | None = None,
+    max_prompt_tokens: int | None = None,
+    log: Callable[[str], None] = print,
+) -> Report:
     """Scores `benchmarks` with `sampler.generate_text` (azr_jax.sampling.Sampler or alike).
 
     pool: an executor.ExecutorPool; every model-written program runs there. template: "azr" (base
@@ -97,47 +115,82 @@ def evaluate(sampler, tokenizer, pool, benchmarks: Sequence[str], *, limit: int 
                 probs = B.load_problems(name, data_dir=data_dir, path=paths.get(name), limit=limit)
             elif limit is not None:
                 probs = probs[:limit]
-            params = SamplingParams(max_new_tokens=max_new_tokens or bench.max_new_tokens,
-                                    temperature=temperature, top_p=top_p, n=n,
-                                    stop_strings=(answer_stop(template, tokenizer),))
+            params = SamplingParams(
+                max_new_tokens=max_new_tokens or bench.max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                n=n,
+                stop_strings=(answer_stop(template, tokenizer),),
+            )
             prompts = [render(p.prompt, template, tokenizer) for p in probs]
-            fits = [max_prompt_tokens is None
-                    or len(counter(x, add_special_tokens=False).input_ids) <= max_prompt_tokens for x in prompts]
+            fits = [
+                max_prompt_tokens is None or len(counter(x, add_special_tokens=False).input_ids) <= max_prompt_tokens
+                for x in prompts
+            ]
             kept = [i for i, ok in enumerate(fits) if ok]
             sampled = _generate(sampler, [prompts[i] for i in kept], params, batch_size, seed) if kept else []
             responses = [[""] * n for _ in probs]
             for i, rs in zip(kept, sampled):
                 responses[i] = rs
             items = [(probs[i], r) for i in kept for r in responses[i]]
-            graded = grading.grade(bench.kind, items, pool=pool, math_grader=math_grader,
-                                   strictness=strictness, code_timeout_s=code_timeout_s) if items else []
+            graded = (
+                grading.grade(
+                    bench.kind,
+                    items,
+                    pool=pool,
+                    math_grader=math_grader,
+                    strictness=strictness,
+                    code_timeout_s=code_timeout_s,
+                )
+                if items
+                else []
+            )
             grades = [[grading.Grade(False, "prompt_too_long")] * n for _ in probs]
             for k, i in enumerate(kept):
-                grades[i] = graded[k * n:(k + 1) * n]
+                grades[i] = graded[k * n : (k + 1) * n]
             correct = [0] * len(probs)
             for j in range(len(probs) * n):
                 problem, response, g = probs[j // n], responses[j // n][j % n], grades[j // n][j % n]
                 correct[j // n] += g.correct
-                records.append({
-                    "benchmark": name, "id": problem.id, "sample": j % n,
-                    "prompt": prompts[j // n], "response": response, "extracted": g.extracted,
-                    "gold": problem.gold, "correct": g.correct, "reason": g.reason,
-                    "detail": g.detail,
-                })
+                records.append(
+                    {
+                        "benchmark": name,
+                        "id": problem.id,
+                        "sample": j % n,
+                        "prompt": prompts[j // n],
+                        "response": response,
+                        "extracted": g.extracted,
+                        "gold": problem.gold,
+                        "correct": g.correct,
+                        "reason": g.reason,
+                        "detail": g.detail,
+                    }
+                )
             too_long[name] = len(probs) - len(kept)
             pass_at[name] = {f"pass@{k}": mean_pass_at_k(correct, n, k) for k in ks_for(n)}
             scores[name] = pass_at[name]["pass@1"]
             counts[name] = len(probs)
-            log(f"{name}: {scores[name]:.3f} on {len(probs)} problems "
+            log(
+                f"{name}: {scores[name]:.3f} on {len(probs)} problems "
                 + (f"({too_long[name]} over max_prompt_tokens, scored wrong) " if too_long[name] else "")
-                + f"({time.monotonic() - start:.0f} s)")
+                + f"({time.monotonic() - start:.0f} s)"
+            )
     finally:
         if own_grader:
             math_grader.close()
     scores |= paper_averages(scores)
-    settings = {"benchmarks": list(benchmarks), "limit": limit, "template": template, "n": n,
-                "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-                "strictness": strictness, "seed": seed, "max_prompt_tokens": max_prompt_tokens}
+    settings = {
+        "benchmarks": list(benchmarks),
+        "limit": limit,
+        "template": template,
+        "n": n,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "strictness": strictness,
+        "seed": seed,
+        "max_prompt_tokens": max_prompt_tokens,
+    }
     return Report(scores, pass_at, counts, records, settings, too_long)
 
 
@@ -167,8 +220,7 @@ def evalplus_samples(report: Report) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in report.records:
         if r["benchmark"] in ("humaneval", "humanevalplus", "mbppplus"):
-            out.setdefault(r["benchmark"], []).append(
-                {"task_id": r["id"], "solution": r["extracted"] or ""})
+            out.setdefault(r["benchmark"], []).append({"task_id": r["id"], "solution": r["extracted"] or ""})
     return out
 
 

@@ -34,8 +34,13 @@ class MathGrader:
         self._proc: subprocess.Popen | None = None
 
     def _start(self):
-        self._proc = subprocess.Popen([sys.executable, _WORKER], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, _WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         if self._read(time.monotonic() + 120) != {"ready": True}:
             self.close()
             raise RuntimeError("math grading worker failed to start (is math-verify installed?)")

@@ -42,8 +42,12 @@ def main():
         try:
             result = grade(item["gold"], item["pred"])
         except Exception as e:  # math-verify's own timeouts land here too
-            result = {"ok": False, "reason": "grader_error", "extracted": None,
-                      "detail": f"{type(e).__name__}: {e}"[:200]}
+            result = {
+                "ok": False,
+                "reason": "grader_error",
+                "extracted": None,
+                "detail": f"{type(e).__name__}: {e}"[:200],
+            }
         print(json.dumps(result), flush=True)
 
 

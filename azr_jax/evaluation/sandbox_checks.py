@@ -14,6 +14,7 @@ import sys
 
 # ---- EvalPlus-style differential testing (HumanEval+, MBPP+) -----------------------------------
 
+
 def _tuples(x):
     return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
 
@@ -22,8 +23,30 @@ def mbpp_inputs(task_id, inputs):
     """Restore the argument types JSON loses (tuples, sets, complex) for the MBPP+ tasks that need
     them, as EvalPlus does before running any solution."""
     n = int(task_id.split("/")[-1])
-    if n in (2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616,
-             630, 726, 740, 744, 809):
+    if n in (
+        2,
+        116,
+        132,
+        143,
+        222,
+        261,
+        273,
+        394,
+        399,
+        421,
+        424,
+        429,
+        470,
+        560,
+        579,
+        596,
+        616,
+        630,
+        726,
+        740,
+        744,
+        809,
+    ):
         return [[tuple(a) for a in args] for args in inputs]
     if n in (63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780):
         return [[[tuple(x) for x in a] for a in args] for args in inputs]
@@ -74,14 +97,22 @@ def _allclose(out, exp, atol, rtol=1e-7):
 # EvalPlus's special oracles (v0.3.1, `unsafe_execute`): tasks whose prompt leaves part of the
 # output unspecified, graded on what it does specify.
 _MBPP_NOT_NONE = ("check_str", "text_match_three", "text_starta_endb")  # only None / not None
-_MBPP_SET_EQ = ("similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly",
-                "larg_nnum", "intersection_array", "find_dissimilar", "Diff")  # order-free
+_MBPP_SET_EQ = (
+    "similar_elements",
+    "find_char_long",
+    "common_in_nested_lists",
+    "extract_singly",
+    "larg_nnum",
+    "intersection_array",
+    "find_dissimilar",
+    "Diff",
+)  # order-free
 
 
 def _pyramid_surface(base_edge, height):
     """Mbpp/581 read with `height` as the pyramid's (not the face's) height: also accepted."""
-    slant = ((base_edge / 2) ** 2 + height ** 2) ** 0.5
-    return round(base_edge ** 2 + 2 * base_edge * slant)
+    slant = ((base_edge / 2) ** 2 + height**2) ** 0.5
+    return round(base_edge**2 + 2 * base_edge * slant)
 
 
 def _digit_distance_padded(a, b):
@@ -110,7 +141,7 @@ def _matches(out, exp, atol, dataset, entry_point, args):
         elif entry_point == "digit_distance_nums":
             exact = exact or out == _digit_distance_padded(*args)
     if dataset == "humaneval" and entry_point == "find_zero":  # any root is right
-        return _allclose(sum(c * out ** i for i, c in enumerate(args[0])), 0.0, atol or 1e-6)
+        return _allclose(sum(c * out**i for i, c in enumerate(args[0])), 0.0, atol or 1e-6)
     if exact:
         return True
     if atol == 0 and _is_floats(exp):
@@ -134,8 +165,7 @@ def evalplus_check(candidate, reference, entry_point, inputs_json, atol, dataset
     expected = []
     for args in inputs:
         out = ref(*copy.deepcopy(args))
-        expected.append(out is not None if dataset == "mbpp" and entry_point in _MBPP_NOT_NONE
-                        else out)
+        expected.append(out is not None if dataset == "mbpp" and entry_point in _MBPP_NOT_NONE else out)
     fn = _load(candidate, entry_point)
     for i, (args, exp) in enumerate(zip(inputs, expected)):
         out = fn(*copy.deepcopy(args))
@@ -144,6 +174,7 @@ def evalplus_check(candidate, reference, entry_point, inputs_json, atol, dataset
 
 
 # ---- LiveCodeBench --------------------------------------------------------------------------
+
 
 def _same_stdout(got, want):
     """Line by line, whitespace-insensitive; numbers compare as floats (1e-6)."""

@@ -52,10 +52,12 @@ class _LocalBenchmark(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _info(self):
         return self.dataset_info_from_configs(
             description=f"{self.BENCHMARK}: local benchmark records for azr_jax evaluation.",
-            features=tfds.features.FeaturesDict({
-                "index": tfds.features.Scalar(dtype=np.int64),
-                "record": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "index": tfds.features.Scalar(dtype=np.int64),
+                    "record": tfds.features.Text(),
+                }
+            ),
         )
 
     def _split_generators(self, dl_manager):
@@ -80,11 +82,21 @@ def _register(benchmark: str) -> type:
 BUILDERS = {name: _register(name) for name in B.BENCHMARKS}
 
 
-def load_via_tfds(benchmark: str, *, tfds_dir: str, source: str | None = None,
-                  data_source_dir: str | None = None, limit: int | None = None) -> list[B.Problem]:
+def load_via_tfds(
+    benchmark: str,
+    *,
+    tfds_dir: str,
+    source: str | None = None,
+    data_source_dir: str | None = None,
+    limit: int | None = None,
+) -> list[B.Problem]:
     """Prepare (once) and read a benchmark through `tfds.data_source`; Problems in file order."""
-    ds = tfds.data_source(builder_name(benchmark), split=SPLIT, data_dir=tfds_dir,
-                          builder_kwargs={"source": source, "data_source_dir": data_source_dir})
+    ds = tfds.data_source(
+        builder_name(benchmark),
+        split=SPLIT,
+        data_dir=tfds_dir,
+        builder_kwargs={"source": source, "data_source_dir": data_source_dir},
+    )
     rows = sorted((ds[i] for i in range(len(ds))), key=lambda row: int(row["index"]))
     records = (json.loads(row["record"]) for row in rows)
     return B.to_problems(benchmark, records, limit)

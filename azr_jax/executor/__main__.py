@@ -19,8 +19,9 @@ from .pool import ExecutorPool
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m azr_jax.executor", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m azr_jax.executor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--workers", type=int, default=None)
@@ -34,20 +35,27 @@ def main(argv=None):
     with ExecutorPool(args.workers, args.timeout, max_output_chars=args.max_output_chars) as pool:
         verdicts = pool.validate_proposals([(r["program"], r["input"]) for r in rows])
         records = [{"line": i + 1, **dataclasses.asdict(v)} for i, v in enumerate(verdicts)]
-        deduction = [(i, (v.output, rows[i]["deduction_answer"])) for i, v in enumerate(verdicts)
-                     if v.ok and "deduction_answer" in rows[i]]
-        abduction = [(i, (rows[i]["program"], v.output, rows[i]["abduction_answer"]))
-                     for i, v in enumerate(verdicts) if v.ok and "abduction_answer" in rows[i]]
-        for key, check, items in (("deduction", pool.check_deduction, deduction),
-                                  ("abduction", pool.check_abduction, abduction)):
+        deduction = [
+            (i, (v.output, rows[i]["deduction_answer"]))
+            for i, v in enumerate(verdicts)
+            if v.ok and "deduction_answer" in rows[i]
+        ]
+        abduction = [
+            (i, (rows[i]["program"], v.output, rows[i]["abduction_answer"]))
+            for i, v in enumerate(verdicts)
+            if v.ok and "abduction_answer" in rows[i]
+        ]
+        for key, check, items in (
+            ("deduction", pool.check_deduction, deduction),
+            ("abduction", pool.check_abduction, abduction),
+        ):
             for (i, _), v in zip(items, check([item for _, item in items])):
                 records[i][key] = dataclasses.asdict(v)
     with open(args.output, "w") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
     counts = collections.Counter(r["reason"] for r in records)
-    print(f"{len(records)} proposals: " + ", ".join(f"{k} {n}" for k, n in counts.most_common()),
-          file=sys.stderr)
+    print(f"{len(records)} proposals: " + ", ".join(f"{k} {n}" for k, n in counts.most_common()), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,16 @@ log = logging.getLogger(__name__)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SANDBOX = os.path.join(_HERE, "sandbox.py")
-_ENV = {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin",
-        "LANG": "C.UTF-8"}
+_ENV = {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 _STATUS_REASON = {
-    "error": Reason.RUNTIME_ERROR, "memory": Reason.MEMORY_LIMIT, "timeout": Reason.TIMEOUT,
-    "crash": Reason.CRASHED, "tampered": Reason.TAMPERED, "not_plain": Reason.NOT_PLAIN_VALUE,
-    "too_large": Reason.OUTPUT_TOO_LARGE, "syntax": Reason.SYNTAX_ERROR,
+    "error": Reason.RUNTIME_ERROR,
+    "memory": Reason.MEMORY_LIMIT,
+    "timeout": Reason.TIMEOUT,
+    "crash": Reason.CRASHED,
+    "tampered": Reason.TAMPERED,
+    "not_plain": Reason.NOT_PLAIN_VALUE,
+    "too_large": Reason.OUTPUT_TOO_LARGE,
+    "syntax": Reason.SYNTAX_ERROR,
     "sandbox_error": Reason.SANDBOX_ERROR,
 }
 
@@ -43,11 +47,37 @@ def bwrap_argv():
     exe = shutil.which("bwrap")
     if exe is None:
         return None
-    visible = {"/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc/ld.so.cache", sys.prefix,
-               sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), _HERE}
-    argv = [exe, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    visible = {
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/bin",
+        "/sbin",
+        "/etc/ld.so.cache",
+        sys.prefix,
+        sys.base_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+        _HERE,
+    }
+    argv = [
+        exe,
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ]
     for path in sorted(visible):
         argv += ["--ro-bind-try", path, path]
     return argv + ["--chdir", "/tmp", "--"]
@@ -64,8 +94,7 @@ def probe_bwrap():
             why = "bwrap not installed (apt-get install bubblewrap)"
         else:
             try:
-                p = subprocess.run(argv + [sys.executable, "-c", "pass"], env=_ENV,
-                                   capture_output=True, timeout=30)
+                p = subprocess.run(argv + [sys.executable, "-c", "pass"], env=_ENV, capture_output=True, timeout=30)
                 why = "ok" if p.returncode == 0 else p.stderr.decode(errors="replace").strip()
             except (OSError, subprocess.TimeoutExpired) as e:
                 why = str(e)
@@ -79,8 +108,9 @@ class _Worker:
 
     def __init__(self, prefix, cfg):
         cmd = prefix + [sys.executable, "-s", "-P", _SANDBOX, json.dumps(cfg)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=_ENV, cwd="/", start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_ENV, cwd="/", start_new_session=True
+        )
         self.buffer = b""
         self.fd = self.proc.stdout.fileno()
         ready = self.read_line(time.monotonic() + 60)
@@ -134,8 +164,9 @@ class ExecutorPool:
     use_bwrap: None = use it when it works, False = never, True = require it.
     """
 
-    def __init__(self, num_workers=None, timeout_s=5.0, memory_mb=1024, max_output_chars=400,
-                 allow_helpers=True, use_bwrap=None):
+    def __init__(
+        self, num_workers=None, timeout_s=5.0, memory_mb=1024, max_output_chars=400, allow_helpers=True, use_bwrap=None
+    ):
         self.timeout_s = timeout_s
         self.max_output_chars = max_output_chars
         self.allow_helpers = allow_helpers
@@ -148,14 +179,19 @@ class ExecutorPool:
             log.info("executor: workers run inside bwrap (no network, read-only fs, private /tmp)")
         else:
             self._workdir = workdir = tempfile.mkdtemp(prefix="azr-exec-")
-            log.warning("executor: running WITHOUT bwrap (%s); isolation is seccomp + rlimits "
-                        "only: snippets can read files the pool's user can read", why)
+            log.warning(
+                "executor: running WITHOUT bwrap (%s); isolation is seccomp + rlimits "
+                "only: snippets can read files the pool's user can read",
+                why,
+            )
         self._prefix = prefix or []
-        self._cfg = {"workdir": workdir, "memory_mb": memory_mb,
-                     "worker_bpf": seccomp.worker_filter().hex(),
-                     "child_bpf": seccomp.child_filter().hex()}
-        self._workers = [_Worker(self._prefix, self._cfg)
-                         for _ in range(num_workers or os.cpu_count() or 1)]
+        self._cfg = {
+            "workdir": workdir,
+            "memory_mb": memory_mb,
+            "worker_bpf": seccomp.worker_filter().hex(),
+            "child_bpf": seccomp.child_filter().hex(),
+        }
+        self._workers = [_Worker(self._prefix, self._cfg) for _ in range(num_workers or os.cpu_count() or 1)]
         self._lock = threading.Lock()  # one batch at a time; callers may share the pool
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._workdir)
 
@@ -220,8 +256,7 @@ class ExecutorPool:
         for i, runs in zip(owner, self._execute(jobs)):
             per_item[i].append(runs[0])
         for i, runs in per_item.items():
-            checks = [self._check_output(run, rules.parse_literal(gold))
-                      for run, (_, gold) in zip(runs, items[i][1])]
+            checks = [self._check_output(run, rules.parse_literal(gold)) for run, (_, gold) in zip(runs, items[i][1])]
             verdicts[i] = next((v for v in checks if not v.ok), checks[0])
         for i, v in enumerate(verdicts):
             if v is None:  # a program with no cases: vacuously wrong
@@ -234,20 +269,26 @@ class ExecutorPool:
         No AZR rules apply (imports are allowed); the sandbox is the same. For evaluation
         harnesses: put the test assertions in the code.
         """
-        jobs = [{"code": code, "call": None, "runs": 1, "timeout": float(timeout),
-                 "max_chars": 0} for code, timeout in items]
+        jobs = [
+            {"code": code, "call": None, "runs": 1, "timeout": float(timeout), "max_chars": 0}
+            for code, timeout in items
+        ]
         out = []
         for (run,) in self._execute(jobs):
             reason = Reason.OK if run["status"] == "ok" else _STATUS_REASON[run["status"]]
-            out.append(RunResult(reason is Reason.OK, reason, run.get("detail", ""),
-                                 run.get("stdout", "")))
+            out.append(RunResult(reason is Reason.OK, reason, run.get("detail", ""), run.get("stdout", "")))
         return out
 
     # ---- verdicts from observations --------------------------------------------------------
 
     def _job(self, program, inp, runs):
-        return {"code": program, "call": f"f({inp})", "runs": runs,
-                "timeout": self.timeout_s, "max_chars": self.max_output_chars}
+        return {
+            "code": program,
+            "call": f"f({inp})",
+            "runs": runs,
+            "timeout": self.timeout_s,
+            "max_chars": self.max_output_chars,
+        }
 
     def _validate(self, pairs):
         verdicts, jobs, where = [None] * len(pairs), [], []
@@ -269,8 +310,7 @@ class ExecutorPool:
                 return ProposalVerdict(False, *failure)
         first, second = runs[0]["repr"], runs[1]["repr"]
         if first != second:
-            return ProposalVerdict(False, Reason.NON_DETERMINISTIC,
-                                   f"{first[:100]} != {second[:100]}")
+            return ProposalVerdict(False, Reason.NON_DETERMINISTIC, f"{first[:100]} != {second[:100]}")
         return ProposalVerdict(True, Reason.OK, output=first)
 
     def _output_failure(self, run):
@@ -306,8 +346,7 @@ class ExecutorPool:
     def _dispatch(self, jobs):
         results = [None] * len(jobs)
         size = max(1, min(16, math.ceil(len(jobs) / (4 * len(self._workers)))))
-        pending = collections.deque(
-            (list(range(s, min(s + size, len(jobs)))), True) for s in range(0, len(jobs), size))
+        pending = collections.deque((list(range(s, min(s + size, len(jobs)))), True) for s in range(0, len(jobs), size))
         idle, busy = list(range(len(self._workers))), {}
         while pending or busy:
             while idle and pending:
@@ -321,8 +360,7 @@ class ExecutorPool:
                     pass  # a dead worker shows as EOF below
             fds = {self._workers[w].fd: w for w in busy}
             next_deadline = min(deadline for _, _, deadline in busy.values())
-            ready, _, _ = select.select(list(fds), [], [],
-                                        max(0.0, next_deadline - time.monotonic()))
+            ready, _, _ = select.select(list(fds), [], [], max(0.0, next_deadline - time.monotonic()))
             for w in list(busy):
                 chunk, retry, deadline = busy[w]
                 worker = self._workers[w]
@@ -341,8 +379,7 @@ class ExecutorPool:
                         pending.extend(([j], False) for j in chunk)
                     else:
                         for j in chunk:
-                            results[j] = [{"status": "sandbox_error",
-                                           "detail": "worker died or overran twice"}]
+                            results[j] = [{"status": "sandbox_error", "detail": "worker died or overran twice"}]
                 idle.append(w)
         return results
 

@@ -13,9 +13,9 @@ from .verdicts import Reason
 
 BANNED_IMPORTS = frozenset(
     "random time datetime calendar os sys subprocess multiprocessing threading logging hashlib "
-    "hmac secrets socket pathlib shutil signal ctypes pickle".split())
-BANNED_CALLS = frozenset(
-    "open input exec eval compile __import__ globals breakpoint exit quit".split())
+    "hmac secrets socket pathlib shutil signal ctypes pickle".split()
+)
+BANNED_CALLS = frozenset("open input exec eval compile __import__ globals breakpoint exit quit".split())
 # An ASCII program none of whose words is `import` or a banned call cannot break rule 2: its AST
 # walk, the parent's largest per-validation cost, is skipped. (Non-ASCII identifiers are NFKC-
 # normalised by the parser, so `ｏｐｅｎ` is `open`: those programs are always walked.)
@@ -38,8 +38,7 @@ def check_program(program, allow_helpers=True):
     defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     if not any(isinstance(n, ast.FunctionDef) and n.name == "f" for n in defs):
         return Reason.NO_ENTRY_POINT, "no top-level function named f"
-    if not allow_helpers and sum(isinstance(n, ast.FunctionDef)
-                                 for n in ast.walk(tree)) > 1:
+    if not allow_helpers and sum(isinstance(n, ast.FunctionDef) for n in ast.walk(tree)) > 1:
         return Reason.NO_ENTRY_POINT, "more than one function definition"
     if program.isascii() and not _RULE_2_WORDS.search(program):
         return None
@@ -53,8 +52,7 @@ def check_program(program, allow_helpers=True):
         for module in modules:
             if module.split(".")[0] in BANNED_IMPORTS:
                 return Reason.BANNED_IMPORT, f"imports {module}"
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in BANNED_CALLS):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in BANNED_CALLS:
             return Reason.BANNED_CALL, f"calls {node.func.id}()"
     return None
 
@@ -71,8 +69,7 @@ def check_input(text, reason=Reason.BAD_INPUT):
         call = ast.parse(f"f({text})", mode="eval").body
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return reason, "not call arguments"
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
-            and call.func.id == "f"):
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"):
         return reason, "not call arguments"
     if not call.args and not call.keywords:
         return reason, "empty input"

@@ -34,8 +34,8 @@ PREIMPORT = (
     "heapq itertools json math numbers operator re string typing"
 )
 INT_MAX_STR_DIGITS = 100_000  # default is 4300; big-int programs are legitimate, the timeout bounds cost
-STDOUT_CHARS = 2_000          # captured print output kept per run
-MAX_MESSAGE_BYTES = 1 << 20   # a child writing more than this to its result pipe is killed
+STDOUT_CHARS = 2_000  # captured print output kept per run
+MAX_MESSAGE_BYTES = 1 << 20  # a child writing more than this to its result pipe is killed
 NOFILE = 16
 EXIT_SETUP_FAILED = 71
 
@@ -110,8 +110,7 @@ def encode_plain(value, max_chars):
         t = _type(v)
         if t is int and v.bit_length() > 4 * max_chars:
             raise _TooLarge
-        if t is float and not _isfinite(v) or t is complex and not (
-                _isfinite(v.real) and _isfinite(v.imag)):
+        if t is float and not _isfinite(v) or t is complex and not (_isfinite(v.real) and _isfinite(v.imag)):
             raise _NotPlain("nan or inf")
         if t in (type(None), bool, int, float, complex, str, bytes):
             emit(_repr(v))
@@ -177,9 +176,14 @@ def _lock_down(result_fd, timeout, cfg, seccomp_prog):
     os.chdir(cfg["workdir"])
     mem = cfg["memory_mb"] << 20
     cpu = math.ceil(timeout) + 1
-    for res, lim in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu),
-                     (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_NOFILE, NOFILE),
-                     (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_CORE, 0)):
+    for res, lim in (
+        (resource.RLIMIT_AS, mem),
+        (resource.RLIMIT_CPU, cpu),
+        (resource.RLIMIT_FSIZE, 0),
+        (resource.RLIMIT_NOFILE, NOFILE),
+        (resource.RLIMIT_NPROC, 0),
+        (resource.RLIMIT_CORE, 0),
+    ):
         resource.setrlimit(res, (lim, lim + 1 if res == resource.RLIMIT_CPU else lim))
     load_seccomp(seccomp_prog)  # on top of the worker filter inherited from the zygote
 
@@ -211,7 +215,7 @@ def _child(result_fd, code, call, job, run_index, cfg, seccomp_prog):
         msg["stdout"] = out.getvalue()
         data = (json.dumps(msg) + "\n").encode()
         while data:
-            data = data[os.write(result_fd, data):]
+            data = data[os.write(result_fd, data) :]
     finally:
         os._exit(0)
 
@@ -277,8 +281,11 @@ def _interpret(data, status):
         return {"status": "tampered", "detail": "more than one result line"}
     try:
         msg = json.loads(lines[0])
-        ok = (isinstance(msg, dict) and msg.get("status") in CHILD_STATUSES
-              and all(isinstance(msg.get(k, ""), str) for k in ("repr", "detail", "stdout")))
+        ok = (
+            isinstance(msg, dict)
+            and msg.get("status") in CHILD_STATUSES
+            and all(isinstance(msg.get(k, ""), str) for k in ("repr", "detail", "stdout"))
+        )
     except ValueError:
         ok = False
     if not ok:

@@ -32,8 +32,7 @@ _O_TMPFILE = 0o20000000
 WRITE_FLAGS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND, _O_TMPFILE)
 # No new processes or threads, no signals to anyone, no new session/group, no raising limits.
 CHILD_DENIED = (
-    "fork vfork clone kill tkill tgkill pidfd_open pidfd_send_signal pidfd_getfd setsid "
-    "setpgid setrlimit"
+    "fork vfork clone kill tkill tgkill pidfd_open pidfd_send_signal pidfd_getfd setsid " "setpgid setrlimit"
 ).split()
 
 
@@ -61,6 +60,7 @@ def worker_filter():
         for flag in WRITE_FLAGS:  # opening read-only is fine
             rule(sc.ERRNO(errno.EPERM), "open", sc.Arg(1, sc.MASKED_EQ, flag, flag))
             rule(sc.ERRNO(errno.EPERM), "openat", sc.Arg(2, sc.MASKED_EQ, flag, flag))
+
     return _compile(add)
 
 
@@ -70,4 +70,5 @@ def child_filter():
             rule(sc.ERRNO(errno.EPERM), name)
         rule(sc.ERRNO(errno.ENOSYS), "clone3")  # libc then falls back to clone, denied above
         rule(sc.ERRNO(errno.EPERM), "prlimit64", sc.Arg(2, sc.NE, 0))  # reading is fine
+
     return _compile(add)

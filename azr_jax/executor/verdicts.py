@@ -7,25 +7,25 @@ import enum
 class Reason(enum.StrEnum):
     OK = "ok"
     # decided in the parent, before anything runs
-    TOO_LARGE = "too_large"                  # program, input or answer text over the size cap
+    TOO_LARGE = "too_large"  # program, input or answer text over the size cap
     SYNTAX_ERROR = "syntax_error"
-    NO_ENTRY_POINT = "no_entry_point"        # no top-level `def f` (or extra defs when disallowed)
+    NO_ENTRY_POINT = "no_entry_point"  # no top-level `def f` (or extra defs when disallowed)
     BANNED_IMPORT = "banned_import"
     BANNED_CALL = "banned_call"
-    BAD_INPUT = "bad_input"                  # input is not literal call arguments
-    BAD_ANSWER = "bad_answer"                # answer is not a literal (deduction) / literal args
+    BAD_INPUT = "bad_input"  # input is not literal call arguments
+    BAD_ANSWER = "bad_answer"  # answer is not a literal (deduction) / literal args
     # observed in the sandbox
-    RUNTIME_ERROR = "runtime_error"          # the snippet raised (SystemExit included)
-    TIMEOUT = "timeout"                      # wall-clock deadline or CPU limit
+    RUNTIME_ERROR = "runtime_error"  # the snippet raised (SystemExit included)
+    TIMEOUT = "timeout"  # wall-clock deadline or CPU limit
     MEMORY_LIMIT = "memory_limit"
-    CRASHED = "crashed"                      # killed by a signal, or exited without a result
-    TAMPERED = "tampered"                    # wrote to its result channel itself
+    CRASHED = "crashed"  # killed by a signal, or exited without a result
+    TAMPERED = "tampered"  # wrote to its result channel itself
     # decided in the parent, from what the sandbox observed
-    NOT_PLAIN_VALUE = "not_plain_value"      # not built-in types only, NaN/inf, no round trip
+    NOT_PLAIN_VALUE = "not_plain_value"  # not built-in types only, NaN/inf, no round trip
     OUTPUT_TOO_LARGE = "output_too_large"
     NON_DETERMINISTIC = "non_deterministic"  # two fresh runs gave different reprs
     WRONG_ANSWER = "wrong_answer"
-    SANDBOX_ERROR = "sandbox_error"          # the executor itself failed; not the snippet's fault
+    SANDBOX_ERROR = "sandbox_error"  # the executor itself failed; not the snippet's fault
 
 
 @dataclasses.dataclass(frozen=True)

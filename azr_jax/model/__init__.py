@@ -7,7 +7,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from azr_jax.model.config import ModelConfig, PRESETS, from_hf_config, preset, to_hf_config
-from azr_jax.model.sharding import LOGICAL_AXIS_RULES, logical_sharding, logical_to_spec, make_mesh
+from azr_jax.model.sharding import LOGICAL_AXIS_RULES, batch_split, logical_sharding, logical_to_spec, make_mesh
 from azr_jax.model.transformer import KVCache, Transformer, positions_from_mask
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "PRESETS",
     "Transformer",
     "abstract_model",
+    "batch_split",
     "from_hf_config",
     "init_model",
     "logical_sharding",

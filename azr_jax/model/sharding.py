@@ -68,5 +68,11 @@ def logical_to_spec(axes: Sequence[str | None], mesh: Mesh, shape: Sequence[int]
     return P(*spec)
 
 
+def batch_split(mesh: Mesh | None) -> int:
+    """How many ways the "batch" rule splits rows: a batch must have a multiple of this many rows to be
+    split rather than replicated."""
+    return 1 if mesh is None else math.prod(mesh.shape[a] for a in LOGICAL_AXIS_RULES["batch"])
+
+
 def logical_sharding(axes: Sequence[str | None], mesh: Mesh, shape: Sequence[int] | None = None) -> NamedSharding:
     return NamedSharding(mesh, logical_to_spec(axes, mesh, shape))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Sequence
 
 import jax
@@ -22,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
-from azr_jax.model import LOGICAL_AXIS_RULES, KVCache, Transformer, logical_sharding, positions_from_mask
+from azr_jax.model import KVCache, batch_split, Transformer, logical_sharding, positions_from_mask
 from azr_jax.model.transformer import constrain
 
 
@@ -340,7 +339,7 @@ class Sampler:
         p = _bucket(max(map(len, prompts)), self.prompt_buckets, 16)
         mesh = self._mesh()
         # Round the batch up to what the batch-parallel mesh axes divide, so rows are split, not replicated.
-        split = 1 if mesh is None else math.prod(mesh.shape[a] for a in LOGICAL_AXIS_RULES["batch"])
+        split = batch_split(mesh)
         b = -(-_bucket(n_prompts, self.batch_buckets, 1) // split) * split
         tokens = np.zeros((b, p), np.int32)
         valid = np.zeros((b, p), bool)
