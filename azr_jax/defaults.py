@@ -17,6 +17,8 @@ def paper_config() -> ml_collections.ConfigDict:
     c.model.param_dtype = "float32"  # fp32 master weights
     c.model.compute_dtype = "bfloat16"
     c.model.remat = "full"  # none | full | save_dots
+    # Attention of training and prefill: auto (splash on TPU, cuDNN on GPU, blockwise elsewhere) | blockwise | xla
+    c.model.attention = "auto"
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 
     # Self-play (docs/algorithm.md sections 1, 2, 6).
@@ -45,6 +47,11 @@ def paper_config() -> ml_collections.ConfigDict:
             "top_k": 0,
             "cache_dtype": "bfloat16",  # must equal model.compute_dtype (the sampled policy is the trained one) ...
             "allow_cache_dtype_mismatch": False,  # ... unless this is true
+            # Bounds on one compiled sampler call; a phase over them (the learnability rollouts of many proposals)
+            # is sampled in several calls. max_rows: rows (prompts x n) per call; kv_cache_gib: the KV cache of one
+            # call per device. 0 = no bound.
+            "max_rows": 0,
+            "kv_cache_gib": 0.0,
         }
     )
 

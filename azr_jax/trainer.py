@@ -15,6 +15,7 @@ class ConfigError(ValueError):
 
 def check_config(c) -> None:
     from azr_jax.buffers import SEED_DEDUP
+    from azr_jax.model.attention import IMPLEMENTATIONS
     from azr_jax.parsing import STRICTNESS
     from azr_jax.tasks import TaskType
 
@@ -34,6 +35,8 @@ def check_config(c) -> None:
         need(c[name] >= 1, f"{name}={c[name]} must be >= 1")
     need(c.optimizer.microbatch_size >= 1, "optimizer.microbatch_size must be >= 1")
     need(c.num_references >= 0, "num_references must be >= 0")
+    need(c.model.attention in IMPLEMENTATIONS, f"model.attention={c.model.attention!r}; choose from {IMPLEMENTATIONS}")
+    need(c.sampling.max_rows >= 0 and c.sampling.kv_cache_gib >= 0, "sampling.max_rows and kv_cache_gib must be >= 0")
     need(
         c.sampling.temperature > 0,
         f"sampling.temperature={c.sampling.temperature}: training needs > 0 (greedy decoding, 0, is not a "
@@ -66,13 +69,14 @@ def build(config):
 
     mesh = make_mesh(dict(config.mesh))
     m = config.model
-    dtypes = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, remat=m.remat)
+    dtypes = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, remat=m.remat, attention=m.attention)
     tokenizer = load_tokenizer(m.tokenizer or m.checkpoint)
     if m.checkpoint:
         model = load_hf_checkpoint(m.checkpoint, mesh, **dtypes)
     else:
         model = init_model(preset(m.preset, vocab_size=len(tokenizer), **dtypes), mesh, seed=config.seed)
-    sampler = Sampler(model, tokenizer, cache_dtype=config.sampling.cache_dtype)
+    s = config.sampling
+    sampler = Sampler(model, tokenizer, cache_dtype=s.cache_dtype, max_rows=s.max_rows, kv_cache_gib=s.kv_cache_gib)
     return mesh, model, tokenizer, sampler
 
 

@@ -33,7 +33,7 @@ def get_config():
     c.answer_format = "answer_blocks"
     c.sampling.cache_dtype = "float32"
     c.optimizer.learning_rate = 1e-3
-    c.optimizer.microbatch_size = 4
+    c.optimizer.microbatch_size = 8  # a multiple of the batch axes of the 8-device test mesh
     c.executor.num_workers = 1
     c.checkpoint_every_steps = 1
     c.eval.every_steps = 0

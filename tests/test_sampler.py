@@ -137,6 +137,37 @@ def test_sharded_mesh_gives_the_same_tokens(tiny_checkpoints, tiny):
     assert model.q[...].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
 
 
+def test_calls_are_split_under_the_row_and_kv_cache_bounds(tiny):
+    """A request over `max_rows` / `kv_cache_gib` is sampled in several calls: greedy rows are unchanged, sampled
+    ones reproducible, the n samples of a prompt stay together, and a bound below one prompt's n is an error."""
+    _, model, sampler = tiny
+    prompts = PROMPTS + [[9, 9], [4, 5, 6]]
+    greedy = SamplingParams(max_new_tokens=10, stop_token_ids=())
+    bounded = Sampler(model, ByteTokenizer(), max_rows=2)
+    calls = []
+    original = bounded._generate_call
+    bounded._generate_call = lambda ps, params, key: calls.append(len(ps)) or original(ps, params, key)
+    whole, parts = sampler.generate(prompts, greedy), bounded.generate(prompts, greedy)
+    assert calls == [2, 2, 1]
+    np.testing.assert_array_equal(parts.tokens, whole.tokens)
+    np.testing.assert_array_equal(parts.lengths, whole.lengths)
+    assert parts.texts == whole.texts and parts.prompt_index.tolist() == list(range(5))
+    calls.clear()
+    sampled = SamplingParams(max_new_tokens=10, temperature=1.0, n=2, stop_token_ids=())
+    a, b = bounded.generate(prompts, sampled, seed=3), bounded.generate(prompts, sampled, seed=3)
+    assert calls == [1] * 10 and a.prompt_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    with pytest.raises(ValueError, match="max_rows=2"):
+        bounded.generate(prompts, dataclasses.replace(sampled, n=3))
+    # kv_cache_gib: 2 layers x 2 (k, v) x 2 kv heads x 16 dims x (16 + 10 slots) x 4 bytes = 13312 bytes a row
+    cfg = model.cfg
+    row = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 26 * 4
+    assert row == 13312
+    by_cache = Sampler(model, ByteTokenizer(), kv_cache_gib=3.5 * row / 2**30)
+    assert by_cache.rows_per_call(16, greedy) == 3
+    assert by_cache.generate(prompts, greedy).texts == whole.texts
+
+
 def test_stop_string_rules():
     plain, answer = StopString("</answer>"), "<answer> x </answer>"
     quoted = "I answer in <answer> answer here </answer>, so </think> " + answer + " more"

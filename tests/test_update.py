@@ -206,6 +206,7 @@ def test_optimizer_state_and_gradients_are_sharded_like_the_parameters():
     mesh = make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
     graphdef, params = nnx.split(init_model(preset("tiny-qwen2", compute_dtype="float32"), mesh, seed=1))
     optimizer = make_optimizer(1e-3)
+
     def spec(x):  # P() and P(None,) are the same layout
         return tuple(x.sharding.spec) + (None,) * (x.ndim - len(x.sharding.spec))
 

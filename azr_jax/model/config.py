@@ -34,6 +34,9 @@ class ModelConfig:
     param_dtype: str = "float32"  # master weights
     compute_dtype: str = "bfloat16"  # activations and matmuls
     remat: str = "none"  # per-layer rematerialisation: none | full | save_dots
+    # Attention without a cache (training, prefill): auto (splash on TPU, cuDNN on GPU, blockwise elsewhere) |
+    # blockwise (pure JAX flash attention) | splash | cudnn | xla (the plain [T, T] softmax; small models, tests).
+    attention: str = "auto"
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -42,6 +45,10 @@ class ModelConfig:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r}; expected one of {REMAT_POLICIES}")
+        from azr_jax.model.attention import IMPLEMENTATIONS
+
+        if self.attention not in IMPLEMENTATIONS:
+            raise ValueError(f"attention={self.attention!r}; expected one of {IMPLEMENTATIONS}")
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)

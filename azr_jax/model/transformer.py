@@ -4,8 +4,10 @@ Layers are stacked along a leading "layers" axis and run with `jax.lax.scan`, so
 compiles as fast as a 1-layer one. Weights are stored as `x @ W` with the heads split out
 (q: [embed, heads, head_dim]), which is what the sharding rules name.
 
-Attention of new tokens covers the valid cache slots and, causally, the new tokens themselves; the
-new keys and values are written into the cache once, after the layer loop, so the large cache is
+Attention without a cache (training, and prefill into an empty cache) is `cfg.attention`: a memory-efficient
+kernel that never builds the [T, T] score matrix (model/attention.py). Attention of decoded tokens covers the
+valid cache slots and, causally, the new tokens themselves; the new keys and values are written into the
+cache once, after the layer loop, so the large cache is
 only read inside the loop (no per-layer copies). Left padding is handled by the validity mask, and rotary
 positions are passed in explicitly, so padded and unpadded rows give the same numbers.
 """
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from azr_jax.model.attention import attend
 from azr_jax.model.config import ModelConfig
 from azr_jax.model.sharding import logical_to_spec
 
@@ -176,7 +179,10 @@ class Transformer(nnx.Module):
         if cfg.qkv_bias:
             q, k, v = q + w["q_bias"], k + w["k_bias"], v + w["v_bias"]
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-        attn = attention(q, k, v, valid, *(cache_kv or (None, None)), cache_valid)
+        if cache_kv is None:  # training, or prefill into an empty cache: the configured implementation
+            attn = attend(q, k, v, valid, cfg.attention)
+        else:  # decoding: a few new tokens over the cache
+            attn = attention(q, k, v, valid, *cache_kv, cache_valid)
         x = x + jnp.einsum("bthd,hde->bte", attn, w["o"])
         hn = rms_norm(x, w["mlp_norm"], cfg.rms_norm_eps)
         mlp = jax.nn.silu(jnp.einsum("bte,em->btm", hn, w["gate"])) * jnp.einsum("bte,em->btm", hn, w["up"])
@@ -189,10 +195,14 @@ class Transformer(nnx.Module):
         positions: jax.Array,
         token_valid: jax.Array | None = None,
         cache: KVCache | None = None,
+        *,
+        prefill: bool = False,
     ) -> tuple[jax.Array, KVCache | None]:
         """Final-norm hidden states [B, T, E] (compute dtype) and the updated cache.
 
         tokens, positions: [B, T] int; token_valid: [B, T] bool (False on padding; default all True).
+        prefill: the cache holds nothing yet, so the new tokens attend only to themselves, with the
+        configured memory-efficient attention (`cfg.attention`), and are then written into it.
         """
         cfg = self.cfg
         cdt = jnp.dtype(cfg.compute_dtype)
@@ -207,12 +217,15 @@ class Transformer(nnx.Module):
 
             x, _ = jax.lax.scan(_remat(body, cfg.remat), x, weights)
         else:
+            if prefill:
+                x, (k, v) = jax.lax.scan(lambda x, w: self._block(x, w, positions, token_valid), x, weights)
+            else:
 
-            def body(x, layer):
-                w, ck, cv = layer
-                return self._block(x, w, positions, token_valid, (ck, cv), cache.valid)
+                def body(x, layer):
+                    w, ck, cv = layer
+                    return self._block(x, w, positions, token_valid, (ck, cv), cache.valid)
 
-            x, (k, v) = jax.lax.scan(body, x, (weights, cache.k, cache.v))
+                x, (k, v) = jax.lax.scan(body, x, (weights, cache.k, cache.v))
             # One in-place write of every layer's new keys and values, after the layer loop.
             write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(
                 c, new.swapaxes(2, 3).astype(c.dtype), cache.index, axis=3

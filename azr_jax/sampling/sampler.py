@@ -174,7 +174,7 @@ def _generate(graphdef, state, tokens, valid, key, *, static: _Static):
     cache = KVCache.create(cfg, b, p + static.max_new_tokens, jnp.dtype(static.cache_dtype))
     cache = jax.tree.map(constrain, cache, KVCache.logical_axes())
     positions = positions_from_mask(valid)
-    h, cache = model.hidden(tokens, positions, valid, cache)
+    h, cache = model.hidden(tokens, positions, valid, cache, prefill=True)
     last_logits = model.logits(h[:, -1:])[:, 0]
     next_pos = positions[:, -1] + 1
     if static.n > 1:  # n samples share the prefill: repeat the prompt's cache rows
@@ -322,25 +322,79 @@ class Sampler:
         cache_dtype: str | None = None,
         prompt_buckets: Sequence[int] | None = None,
         batch_buckets: Sequence[int] | None = None,
+        max_rows: int = 0,
+        kv_cache_gib: float = 0.0,
     ):
+        """`max_rows` (rows = prompts x n) and `kv_cache_gib` (the KV cache of one call, per device) bound
+        one compiled call; a larger request is sampled in several calls (0: no bound)."""
         self.model, self.tokenizer = model, tokenizer
         self.cache_dtype = cache_dtype or model.cfg.compute_dtype
         self.prompt_buckets, self.batch_buckets = prompt_buckets, batch_buckets
+        self.max_rows, self.kv_cache_gib = max_rows, kv_cache_gib
         self.default_stop_ids = tuple(sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}))
 
     def _mesh(self):
         leaf = jax.tree.leaves(nnx.state(self.model))[0]
         return getattr(leaf.sharding, "mesh", None)
 
+    def _padded_batch(self, n_prompts: int) -> int:
+        """The batch a call of n_prompts prompts compiles for: its bucket, rounded up to what the batch mesh
+        axes divide (so rows are split, not replicated)."""
+        split = batch_split(self._mesh())
+        return -(-_bucket(n_prompts, self.batch_buckets, 1) // split) * split
+
+    def rows_per_call(self, prompt_bucket: int, params: SamplingParams) -> int | None:
+        """The most rows (prompts x n) one call may have under `max_rows` and `kv_cache_gib`; None: no bound."""
+        bounds = [self.max_rows] if self.max_rows else []
+        if self.kv_cache_gib:
+            cfg, mesh = self.model.cfg, self._mesh()
+            kv_split = 1
+            if mesh is not None and cfg.num_kv_heads % mesh.shape["tensor"] == 0:
+                kv_split = mesh.shape["tensor"]
+            slots = prompt_bucket + params.max_new_tokens
+            row_bytes = (
+                2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * slots * jnp.dtype(self.cache_dtype).itemsize
+            )
+            per_device = int(self.kv_cache_gib * 2**30 * kv_split // row_bytes)  # rows of the cache one device holds
+            bounds.append(per_device * batch_split(mesh))
+        return min(bounds) if bounds else None
+
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seed: int | jax.Array = 0) -> Samples:
+        """n samples of every prompt; split into several calls when one would exceed `rows_per_call` (the
+        samples of one prompt always share a call; the call that starts at prompt i > 0 draws with `fold_in(key, i)`).
+        """
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        key = jax.random.key(seed) if isinstance(seed, int) else seed
+        cap = self.rows_per_call(_bucket(max(map(len, prompts)), self.prompt_buckets, 16), params)
+        per_call = len(prompts)
+        if cap is not None:
+            per_call = min(per_call, cap // params.n)
+            while per_call and self._padded_batch(per_call) * params.n > cap:
+                per_call -= 1
+            if not per_call:
+                raise ValueError(
+                    f"one prompt's {params.n} samples (padded to {self._padded_batch(1) * params.n} rows) exceed the "
+                    f"sampler's bound of {cap} rows per call (sampling.max_rows={self.max_rows}, "
+                    f"sampling.kv_cache_gib={self.kv_cache_gib})"
+                )
+        parts = [
+            self._generate_call(prompts[i : i + per_call], params, key if i == 0 else jax.random.fold_in(key, i))
+            for i in range(0, len(prompts), per_call)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return Samples(
+            *(np.concatenate([getattr(x, f) for x in parts]) for f in ("tokens", "lengths", "done", "logprobs")),
+            np.repeat(np.arange(len(prompts)), params.n),
+            [t for x in parts for t in x.texts],
+        )
+
+    def _generate_call(self, prompts: Sequence[Sequence[int]], params: SamplingParams, key: jax.Array) -> Samples:
         n_prompts = len(prompts)
         p = _bucket(max(map(len, prompts)), self.prompt_buckets, 16)
         mesh = self._mesh()
-        # Round the batch up to what the batch-parallel mesh axes divide, so rows are split, not replicated.
-        split = batch_split(mesh)
-        b = -(-_bucket(n_prompts, self.batch_buckets, 1) // split) * split
+        b = self._padded_batch(n_prompts)
         tokens = np.zeros((b, p), np.int32)
         valid = np.zeros((b, p), bool)
         for i, ids in enumerate(prompts):
@@ -355,7 +409,6 @@ class Sampler:
             tuple(self.default_stop_ids if params.stop_token_ids is None else params.stop_token_ids),
             self.cache_dtype,
         )
-        key = jax.random.key(seed) if isinstance(seed, int) else seed
         graphdef, state = nnx.split(self.model)
         if mesh is not None:
             batch = logical_sharding(("batch", None), mesh, tokens.shape)
