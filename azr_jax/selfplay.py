@@ -105,6 +105,34 @@ def learnability_solve_rate(checks: Sequence[tuple[bool, bool, str]]) -> float:
     return float(rewards.solve_rate(correct, counted))
 
 
+def optimizer_from(config: ml_collections.ConfigDict):
+    c = config.optimizer
+    return make_optimizer(c.learning_rate, c.b1, c.b2, c.weight_decay, c.grad_clip)
+
+
+def update_config_from(config: ml_collections.ConfigDict) -> UpdateConfig:
+    return UpdateConfig(
+        clip_low=config.loss.clip_low,
+        clip_high=config.loss.clip_high,
+        entropy_coef=config.loss.entropy_coef,
+        kl_coef=config.loss.kl_coef,
+        microbatch_size=config.optimizer.microbatch_size,
+        logit_chunk=min(config.logit_chunk, config.max_response_tokens),
+        temperature=config.sampling.temperature,
+        recompute_old_logprobs=config.loss.recompute_old_logprobs,
+    )
+
+
+def check_microbatch(config: ml_collections.ConfigDict, mesh) -> None:
+    """A microbatch's rows are split over the batch mesh axes; one they do not divide would be replicated."""
+    size, split = config.optimizer.microbatch_size, batch_split(mesh)
+    if size % split:
+        raise ConfigError(
+            f"bad config: optimizer.microbatch_size={size} is not a multiple of the mesh's batch axes "
+            f"(mesh.data x mesh.fsdp = {split}): its rows would be replicated on every device, not split"
+        )
+
+
 class SelfPlay:
     """Trains one policy as proposer and solver. `sampler` is anything with `generate(ids, params, seed)`."""
 
@@ -113,27 +141,13 @@ class SelfPlay:
         self.task_types = [TaskType(t) for t in config.task_types]
         self.strictness = config.answer_format
         self.graphdef, self.params = nnx.split(model)
-        c = config.optimizer
-        self.optimizer = make_optimizer(c.learning_rate, c.b1, c.b2, c.weight_decay, c.grad_clip)
-        self.opt_state = init_optimizer_state(self.optimizer, self.params)
         mesh = getattr(jax.tree.leaves(self.params)[0].sharding, "mesh", None)
-        if c.microbatch_size % batch_split(mesh):
-            raise ConfigError(
-                f"bad config: optimizer.microbatch_size={c.microbatch_size} is not a multiple of the mesh's batch "
-                f"axes (mesh.data x mesh.fsdp = {batch_split(mesh)}): its rows would be replicated, not split"
-            )
+        check_microbatch(config, mesh)
         self.batch_sharding = None if mesh is None else logical_sharding(("batch", None), mesh)
+        self.optimizer = optimizer_from(config)
+        self.opt_state = init_optimizer_state(self.optimizer, self.params)
         self.ref_params = jax.tree.map(jnp.copy, self.params) if config.loss.kl_coef else None
-        self.update_config = UpdateConfig(
-            clip_low=config.loss.clip_low,
-            clip_high=config.loss.clip_high,
-            entropy_coef=config.loss.entropy_coef,
-            kl_coef=config.loss.kl_coef,
-            microbatch_size=c.microbatch_size,
-            logit_chunk=min(config.logit_chunk, config.max_response_tokens),
-            temperature=config.sampling.temperature,
-            recompute_old_logprobs=config.loss.recompute_old_logprobs,
-        )
+        self.update_config = update_config_from(config)
         self.key = jax.random.key(config.seed)
         self.buffers = TaskBuffers.seeded()
         self.dropped_prompts: collections.Counter[str] = collections.Counter()  # group -> prompts too long, this step

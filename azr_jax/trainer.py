@@ -66,8 +66,10 @@ def build(config):
     from azr_jax.formats import load_hf_checkpoint, load_tokenizer
     from azr_jax.model import init_model, make_mesh, preset
     from azr_jax.sampling import Sampler
+    from azr_jax.selfplay import check_microbatch
 
     mesh = make_mesh(dict(config.mesh))
+    check_microbatch(config, mesh)
     m = config.model
     dtypes = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, remat=m.remat, attention=m.attention)
     tokenizer = load_tokenizer(m.tokenizer or m.checkpoint)

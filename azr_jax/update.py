@@ -57,22 +57,26 @@ def make_optimizer(
     )
 
 
-def init_optimizer_state(optimizer: optax.GradientTransformation, params: nnx.State):
-    """The optimiser state, created on device with every parameter-shaped leaf (AdamW's mu and nu) sharded
-    exactly like its parameter and the rest (step counts) replicated. A plain `jit(optimizer.init)` leaves
-    the moments' sharding to the compiler, which replicates them (zeros depend on no input): a full copy of
-    a 14B model's moments on every chip."""
+def optimizer_state_shardings(optimizer: optax.GradientTransformation, params):
+    """The sharding of every optimiser-state leaf: a parameter-shaped leaf (AdamW's mu and nu) exactly like
+    its parameter, the rest (step counts) replicated. `params` may be arrays or ShapeDtypeStructs."""
     shardings = jax.tree.map(lambda x: x.sharding, params)
     mesh = getattr(jax.tree.leaves(shardings)[0], "mesh", None)
     other = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()) if mesh is not None else None
-    out = optax.tree_map_params(
+    return optax.tree_map_params(
         optimizer,
         lambda _, sharding: sharding,
         jax.eval_shape(optimizer.init, params),
         shardings,
         transform_non_params=lambda _: other,
     )
-    return jax.jit(optimizer.init, out_shardings=out)(params)
+
+
+def init_optimizer_state(optimizer: optax.GradientTransformation, params: nnx.State):
+    """The optimiser state, created on device in `optimizer_state_shardings`. A plain `jit(optimizer.init)`
+    leaves the moments' sharding to the compiler, which replicates them (zeros depend on no input): a full
+    copy of a 14B model's moments on every chip."""
+    return jax.jit(optimizer.init, out_shardings=optimizer_state_shardings(optimizer, params))(params)
 
 
 def response_logprobs(

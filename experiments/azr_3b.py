@@ -18,4 +18,6 @@ def get_config():
     c = paper_config()
     c.model.checkpoint = "checkpoints/Qwen2.5-3B"
     c.mesh = {"data": 1, "fsdp": -1, "tensor": 1}
+    c.optimizer.microbatch_size = 8  # one row per batch shard (mesh.data x mesh.fsdp must divide it)
+    c.sampling.kv_cache_gib = 24.0  # per chip: the learnability rollouts (1536 rows) are sampled in several calls
     return c

@@ -17,5 +17,7 @@ from azr_jax.defaults import paper_config
 def get_config():
     c = paper_config()
     c.model.checkpoint = "checkpoints/Llama-3.1-8B"
-    c.mesh = {"data": 1, "fsdp": -1, "tensor": 1}
+    c.mesh = {"data": 1, "fsdp": -1, "tensor": 2}
+    c.optimizer.microbatch_size = 16  # one row per batch shard (mesh.data x mesh.fsdp must divide it)
+    c.sampling.kv_cache_gib = 24.0  # per chip: the learnability rollouts (1536 rows) are sampled in several calls
     return c

@@ -161,3 +161,50 @@ def test_splash_in_pallas_interpreter():
     """The splash wrapper's segment ids, scaling, GQA and layouts, run by the Pallas TPU interpreter on CPU."""
     fn = lambda q, k, v, valid: splash_attention(q, k, v, valid, interpret=True)  # noqa: E731
     _check_parity(fn, 2, 128, 4, 2, 16, [0, 37])
+
+
+def test_model_with_blockwise_attention_equals_plain_attention_with_and_without_a_cache():
+    """Through the whole model: training logits and parameter gradients with `attention="blockwise"` equal the
+    plain attention's; prefill into a cache (new tokens only, blockwise) gives the logits and the cache of the
+    plain path that attends over the empty cache, and decoding from either cache agrees."""
+    from flax import nnx
+
+    from azr_jax.model import KVCache, init_model, positions_from_mask, preset
+
+    mesh = make_mesh((1, 1, 1), jax.devices()[:1])
+    plain = init_model(preset("tiny-qwen2", compute_dtype="float32", attention="xla"), mesh, seed=3)
+    graphdef, state = nnx.split(plain)
+    flash = nnx.merge(
+        nnx.split(init_model(preset("tiny-qwen2", compute_dtype="float32", attention="blockwise"), mesh))[0], state
+    )
+    r = np.random.default_rng(0)
+    tokens = jnp.asarray(r.integers(1, 256, (3, 40)), jnp.int32)
+    valid = jnp.asarray(np.arange(40)[None] >= np.array([0, 7, 33])[:, None])
+    positions = positions_from_mask(valid)
+    real = np.asarray(valid)[:, :, None]
+
+    def loss(model):
+        logits, _ = model(tokens, positions, valid)
+        return jnp.sum(jax.nn.log_softmax(logits)[..., 5] * valid), logits
+
+    (l_plain, logits_plain), g_plain = nnx.value_and_grad(loss, has_aux=True)(plain)
+    (l_flash, logits_flash), g_flash = nnx.value_and_grad(loss, has_aux=True)(flash)
+    np.testing.assert_allclose(np.asarray(logits_flash) * real, np.asarray(logits_plain) * real, atol=1e-4)
+    np.testing.assert_allclose(float(l_flash), float(l_plain), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_flash), jax.tree.leaves(g_plain)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4 * max(1.0, float(jnp.abs(b).max())))
+
+    cache = KVCache.create(plain.cfg, 3, 48, jnp.float32)
+    h_old, c_old = plain.hidden(tokens, positions, valid, cache)  # attends over the empty cache too
+    h_new, c_new = flash.hidden(tokens, positions, valid, cache, prefill=True)
+    np.testing.assert_allclose(np.asarray(h_new) * real, np.asarray(h_old) * real, atol=1e-4)
+    slots = np.asarray(c_old.valid)[None, :, None, :, None]  # padding slots differ (never read: masked)
+    for x, y in ((c_new.k, c_old.k), (c_new.v, c_old.v)):
+        np.testing.assert_allclose(np.asarray(x) * slots, np.asarray(y) * slots, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(c_new.valid), np.asarray(c_old.valid))
+    assert int(c_new.index) == int(c_old.index) == 40
+    step = jnp.asarray([[7], [8], [9]], jnp.int32)
+    nxt = positions[:, -1:] + 1
+    a, _ = flash(step, nxt, jnp.ones((3, 1), bool), c_new)
+    b, _ = plain(step, nxt, jnp.ones((3, 1), bool), c_old)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)

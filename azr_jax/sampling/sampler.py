@@ -331,7 +331,8 @@ class Sampler:
         self.cache_dtype = cache_dtype or model.cfg.compute_dtype
         self.prompt_buckets, self.batch_buckets = prompt_buckets, batch_buckets
         self.max_rows, self.kv_cache_gib = max_rows, kv_cache_gib
-        self.default_stop_ids = tuple(sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}))
+        special = {getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)}
+        self.default_stop_ids = tuple(sorted(special - {None}))
 
     def _mesh(self):
         leaf = jax.tree.leaves(nnx.state(self.model))[0]
@@ -359,15 +360,12 @@ class Sampler:
             bounds.append(per_device * batch_split(mesh))
         return min(bounds) if bounds else None
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seed: int | jax.Array = 0) -> Samples:
-        """n samples of every prompt; split into several calls when one would exceed `rows_per_call` (the
-        samples of one prompt always share a call; the call that starts at prompt i > 0 draws with `fold_in(key, i)`).
-        """
-        if not prompts or any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
-        key = jax.random.key(seed) if isinstance(seed, int) else seed
-        cap = self.rows_per_call(_bucket(max(map(len, prompts)), self.prompt_buckets, 16), params)
-        per_call = len(prompts)
+    def call_shape(self, n_prompts: int, longest: int, params: SamplingParams) -> tuple[int, int, int]:
+        """(prompts per call, the batch a full call compiles for, the prompt bucket) of a request of n_prompts
+        prompts whose longest has `longest` tokens, under `rows_per_call`."""
+        p = _bucket(longest, self.prompt_buckets, 16)
+        cap = self.rows_per_call(p, params)
+        per_call = n_prompts
         if cap is not None:
             per_call = min(per_call, cap // params.n)
             while per_call and self._padded_batch(per_call) * params.n > cap:
@@ -378,6 +376,28 @@ class Sampler:
                     f"sampler's bound of {cap} rows per call (sampling.max_rows={self.max_rows}, "
                     f"sampling.kv_cache_gib={self.kv_cache_gib})"
                 )
+        return per_call, self._padded_batch(per_call), p
+
+    def static(self, params: SamplingParams) -> "_Static":
+        """The compile-time settings of a call with these parameters."""
+        return _Static(
+            params.max_new_tokens,
+            float(params.temperature),
+            float(params.top_p),
+            int(params.top_k),
+            params.n,
+            tuple(self.default_stop_ids if params.stop_token_ids is None else params.stop_token_ids),
+            self.cache_dtype,
+        )
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seed: int | jax.Array = 0) -> Samples:
+        """n samples of every prompt; split into several calls when one would exceed `rows_per_call` (the
+        samples of one prompt always share a call; the call that starts at prompt i > 0 draws with
+        `fold_in(key, i)`)."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        key = jax.random.key(seed) if isinstance(seed, int) else seed
+        per_call, _, _ = self.call_shape(len(prompts), max(map(len, prompts)), params)
         parts = [
             self._generate_call(prompts[i : i + per_call], params, key if i == 0 else jax.random.fold_in(key, i))
             for i in range(0, len(prompts), per_call)
@@ -400,15 +420,7 @@ class Sampler:
         for i, ids in enumerate(prompts):
             tokens[i, p - len(ids) :], valid[i, p - len(ids) :] = ids, True
         tokens[n_prompts:, -1], valid[n_prompts:, -1] = tokens[0, -1], True  # filler rows, dropped below
-        static = _Static(
-            params.max_new_tokens,
-            float(params.temperature),
-            float(params.top_p),
-            int(params.top_k),
-            params.n,
-            tuple(self.default_stop_ids if params.stop_token_ids is None else params.stop_token_ids),
-            self.cache_dtype,
-        )
+        static = self.static(params)
         graphdef, state = nnx.split(self.model)
         if mesh is not None:
             batch = logical_sharding(("batch", None), mesh, tokens.shape)
