@@ -4,6 +4,8 @@
         --config.model.checkpoint=/path/to/Qwen2.5-Coder-7B
     bash launch/tpu_vm.sh TPU_NAME ZONE experiments/azr_coder_7b.py gs://BUCKET/azr/azr_coder_7b   # every TPU VM worker
 
+Planned for the v5p-32 slice (`bash launch/plan.sh experiments/azr_coder_7b.py v5p:2x2x4`, mesh fsdp 8 x tensor 2): fits,
+peak 51.0 GiB of 95.7 GiB per chip, in the proposer / solver sampler call (docs/plan_v5p.log has the tables).
 Hardware (untested here): a TPU v4-64 / v5p-32 slice, or 16 x H100 (two hosts). The checkpoint is a
 Hugging Face directory (config.json, safetensors, tokenizer);
 parameters load straight into their shardings. Expect about 500 steps; the paper reports the
@@ -18,6 +20,6 @@ def get_config():
     c = paper_config()
     c.model.checkpoint = "checkpoints/Qwen2.5-Coder-7B"
     c.mesh = {"data": 1, "fsdp": -1, "tensor": 2}
-    c.optimizer.microbatch_size = 16  # one row per batch shard (mesh.data x mesh.fsdp must divide it)
+    c.optimizer.microbatch_size = 16  # a multiple of mesh.data x mesh.fsdp: 8 on a v5p-32, 16 on a v4-64
     c.sampling.kv_cache_gib = 24.0  # per chip: the learnability rollouts (1536 rows) are sampled in several calls
     return c
