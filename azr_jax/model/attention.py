@@ -218,8 +218,9 @@ def splash_attention(q, k, v, valid, *, interpret: bool = False):
     exactly the real keys at or before it and a padding query sees padding keys only (itself at least: no empty
     row; its output is unused). GQA is native in the MHA kernel (H a multiple of K). q is scaled by 1/sqrt(D)
     here (the kernel does not scale). Constraints: T a multiple of 128 (blocks of 512, 256 or 128, the largest
-    dividing T); otherwise, or off TPU (unless `interpret`, the Pallas interpreter, for tests), this falls back to
-    `blockwise_attention`. Under a mesh (`jax.set_mesh`) the kernel runs in a shard_map over the batch axes
+    dividing T); otherwise this falls back to `blockwise_attention`. It always builds the TPU kernel (so the
+    planner can compile it for a TPU slice from a CPU host); `interpret` runs it in the Pallas interpreter
+    (tests), and "auto" picks it only on TPU. Under a mesh (`jax.set_mesh`) the kernel runs in a shard_map over the batch axes
     (and over "tensor" for heads when both H and K divide it); a T-sharded layout is not supported.
     """
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
@@ -228,7 +229,7 @@ def splash_attention(q, k, v, valid, *, interpret: bool = False):
 
     b, t, h, d = q.shape
     block = _splash_block(t)
-    if block is None or (jax.default_backend() != "tpu" and not interpret):
+    if block is None:
         return blockwise_attention(q, k, v, valid)
     sizes = splash.BlockSizes(
         block_q=block,
