@@ -546,11 +546,13 @@ class SelfPlay:
     def step_metrics(self, proposals: list[Rollout], solver: list[Rollout]) -> dict[str, float]:
         m: dict[str, float] = {}
         for role, rollouts in ((Role.PROPOSER, proposals), (Role.SOLVER, solver)):
-            for t in self.task_types:
+            for t in TaskType:  # all six groups, every step: an empty one logs zeros, a visible gap in TensorBoard
                 rs = [r for r in rollouts if r.task_type == t]
-                if not rs:
-                    continue
                 g = group_name(group_id(t, role))
+                if not rs:
+                    m[f"{g}/count"] = m[f"{g}/reward"] = 0.0
+                    m[f"{g}/{'valid_rate' if role == Role.PROPOSER else 'accuracy'}"] = 0.0
+                    continue
                 lengths = np.array([len(r.tokens) for r in rs])
                 m[f"{g}/reward"] = float(np.mean([r.reward for r in rs]))
                 m[f"{g}/format_valid"] = float(np.mean([r.well_formatted for r in rs]))

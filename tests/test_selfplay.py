@@ -235,6 +235,9 @@ def test_over_long_prompts_are_dropped_and_counted(scripted_step):
         assert kept == [t for t, n in zip(tasks, lengths) if n <= config.max_prompt_tokens] and 0 < len(kept) < 6
         assert [len(x) for x in ids] == [n for n in lengths if n <= config.max_prompt_tokens]
         m = selfplay.step_metrics([], [])
+        for t in TaskType:  # every group is logged, with zeros when it had no rollouts
+            assert m[f"{t.value}/propose/count"] == m[f"{t.value}/propose/valid_rate"] == 0.0
+            assert m[f"{t.value}/solve/count"] == m[f"{t.value}/solve/accuracy"] == m[f"{t.value}/solve/reward"] == 0.0
         for t in TaskType:
             too_long = sum(n > config.max_prompt_tokens for task, n in zip(tasks, lengths) if task.task_type == t)
             assert m[f"{t.value}/solve/prompt_too_long"] == too_long and m[f"{t.value}/propose/prompt_too_long"] == 2
