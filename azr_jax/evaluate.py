@@ -89,8 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--compute_dtype",
         choices=("bfloat16", "float32"),
-        default="bfloat16",
-        help="activations and matmuls (float32 is faster on CPUs without bf16 units)",
+        default=None,
+        help="activations and matmuls (default: float32 on a CPU backend, which has no fast bf16; bfloat16 elsewhere)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="executor workers (default: cores)")
@@ -145,7 +145,16 @@ def main(argv=None) -> int:
     devices = jax.devices()[: args.num_devices] if args.num_devices else None
     mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, devices)
     tokenizer = load_tokenizer(hf_dir)
-    sampler = Sampler(load_hf_checkpoint(hf_dir, mesh, compute_dtype=args.compute_dtype), tokenizer)
+    compute_dtype = args.compute_dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    budgets = {n: args.max_new_tokens or B.BENCHMARKS[n].max_new_tokens for n in names}
+    print(
+        f"compute: {compute_dtype} on {jax.default_backend()}"
+        + ("" if args.compute_dtype else " (the default for this backend; --compute_dtype to change)")
+        + "; budget (new tokens): "
+        + ", ".join(f"{n} {t}" for n, t in budgets.items())
+        + ("" if args.max_new_tokens else " (each benchmark's default; --max_new_tokens to change)")
+    )
+    sampler = Sampler(load_hf_checkpoint(hf_dir, mesh, compute_dtype=compute_dtype), tokenizer)
     with ExecutorPool(args.workers, timeout_s=10.0, memory_mb=args.memory_mb) as pool:
         report = harness.evaluate(
             sampler,

@@ -8,7 +8,7 @@ from azr_jax.evaluation import benchmarks as B
 LOCAL = [n for n, b in B.BENCHMARKS.items() if b.file or n == "humaneval"]
 
 
-def test_cli_smoke_evaluation(embedded_model_dir, tmp_path):
+def test_cli_smoke_evaluation(embedded_model_dir, tmp_path, capsys):
     from azr_jax import evaluate
 
     out = tmp_path / "out"
@@ -26,8 +26,6 @@ def test_cli_smoke_evaluation(embedded_model_dir, tmp_path):
             "1",
             "--template",
             "chat",
-            "--compute_dtype",
-            "float32",
             "--workers",
             "2",
             "--num_devices",
@@ -39,6 +37,7 @@ def test_cli_smoke_evaluation(embedded_model_dir, tmp_path):
         ]
     )
     assert rc == 0
+    assert "compute: float32 on cpu (the default for this backend" in capsys.readouterr().out  # no slow CPU bf16
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["accuracy"]) == set(LOCAL)
     assert all(0.0 <= v <= 1.0 for v in summary["accuracy"].values())
