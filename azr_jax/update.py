@@ -250,7 +250,7 @@ def accumulate_gradients(
     return _like_params(jax.tree.map(lambda a, b: a + b.astype(jnp.float32), grads, g), _param_axes(params)), metrics
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer",), donate_argnames=("params", "opt_state", "grads"))
+@functools.partial(jax.jit, static_argnames=("optimizer",), donate_argnames=("params", "opt_state"))
 def apply_gradients(params, opt_state, grads, loss, *, optimizer: optax.GradientTransformation):
     """One optimiser step on the accumulated gradient; skipped (parameters and state kept) when the
     gradient or the loss is not finite."""
