@@ -10,8 +10,6 @@ prints per group the format-valid rate, valid-proposal rate / accuracy and rewar
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
@@ -23,6 +21,11 @@ from azr_jax.tasks import TaskType
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config")
 _STEPS = flags.DEFINE_integer("steps", 1, "dry steps per setting")
+_SETTINGS = flags.DEFINE_list(
+    "settings",
+    "azr/think_answer,azr/answer_blocks,chat/think_answer,chat/answer_blocks",
+    "template/answer_format pairs to measure, in this order",
+)
 
 
 def main(argv):
@@ -31,7 +34,7 @@ def main(argv):
     _, model, tokenizer, sampler = build(base)
     rows = []
     with ExecutorPool(num_workers=base.executor.num_workers or None, timeout_s=base.executor.timeout_s) as pool:
-        for template, answer_format in itertools.product(("azr", "chat"), ("think_answer", "answer_blocks")):
+        for template, answer_format in (x.split("/") for x in _SETTINGS.value):
             config = base.copy_and_resolve_references()
             config.template, config.answer_format = template, answer_format
             selfplay = SelfPlay(config, model, tokenizer, sampler, pool)
@@ -49,6 +52,10 @@ def main(argv):
                         f"valid {m.get(p + '/valid_rate', 0):.2f} acc {m.get(s + '/accuracy', 0):.2f}"
                     )
                 print(f"{template:5s} {answer_format:13s} step {step}: " + " | ".join(cells), flush=True)
+                for t in TaskType:  # why proposals were rejected, and how many there were
+                    g = f"{t.value}/propose"
+                    reasons = {k.split("/")[-1]: round(v, 2) for k, v in m.items() if k.startswith(g + "/reason/")}
+                    print(f"    {g}: {int(m.get(g + '/count', 0))} proposals, reasons {reasons}", flush=True)
             selfplay.close()
             spread = float(np.std(rewards))
             rows.append((spread, template, answer_format, selfplay.buffers.sizes()))
