@@ -112,7 +112,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     from azr_jax.checkpointing import Checkpointer
     from azr_jax.formats import export_hf_checkpoint
     from azr_jax.executor import ExecutorPool
-    from azr_jax.metrics import MetricsWriter
+    from azr_jax.metrics import MetricsWriter, group_table
     from azr_jax.selfplay import SelfPlay
 
     check_config(config)
@@ -143,6 +143,8 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     checkpointer.install_preemption_handler()
     writer = MetricsWriter(workdir, total_steps=config.total_steps)
     metrics: dict[str, float] = {}
+    first: dict[str, float] | None = None
+    before: dict[str, float] = {}
     with (
         jax.set_mesh(mesh),
         ExecutorPool(num_workers=config.executor.num_workers or None, timeout_s=config.executor.timeout_s) as pool,
@@ -165,11 +167,14 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                 selfplay.seed_buffers(log)
                 log(f"seeded the buffers in {time.perf_counter() - t:.0f}s: {selfplay.buffers.sizes()}")
                 if config.eval.every_steps:
-                    writer.write_scalars(0, validate(sampler, tokenizer, pool, config, log))
+                    before = validate(sampler, tokenizer, pool, config, log)
+                    writer.write_scalars(0, before)
             for step in range(start, config.total_steps):
                 t = time.perf_counter()
                 result = selfplay.train_step(step)
                 metrics = result.metrics
+                if first is None:  # this run's first step; validation "before" is the one at step 0
+                    first = {k: v for k, v in metrics.items() if not k.startswith("validation/")} | before
                 done = step + 1
                 if config.eval.every_steps and done % config.eval.every_steps == 0:
                     metrics.update(validate(sampler, tokenizer, pool, config, log))
@@ -199,5 +204,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
             checkpointer.wait()
             checkpointer.close()
             writer.close()
+    if first is not None:
+        log("\nper group, first step -> last step of this run:\n" + group_table(first, metrics))
     log(f"TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
     return metrics

@@ -35,6 +35,9 @@ def test_main_command_runs_one_step_of_the_embedded_model(torchless_python, embe
     run = subprocess.run(command + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
     assert "step 1/1" in run.stdout
+    table = run.stdout.split("per group, first step -> last step of this run:")[1]
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.strip()}
+    assert rows["deduction/propose"][1:4] == ["1", "->", "1"] and "validation/cruxeval_o" in rows  # first -> last
 
     lines = [json.loads(x) for x in open(workdir / "metrics.jsonl")]
     assert [m["step"] for m in lines] == [0, 1]

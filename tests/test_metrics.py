@@ -111,3 +111,31 @@ def test_progress_line_has_eta_from_moving_average(tmp_path):
     assert line.startswith("step 12/10 | 20.0s/step | ETA 0s")  # the compile step left the window
     long_run = MetricsWriter(str(tmp_path), total_steps=500, enable_tensorboard=False)
     assert long_run.progress_line(1, 30.0, {}) == "step 1/500 | 30.0s/step | ETA 4h09m"
+
+
+def test_group_table_shows_all_six_groups_first_to_last():
+    from azr_jax.metrics import group_table
+
+    first = {"deduction/propose/count": 2.0, "deduction/propose/valid_rate": 0.0, "deduction/propose/reward": -1.0}
+    last = {"deduction/propose/count": 2.0, "deduction/propose/valid_rate": 0.5, "deduction/propose/solve_rate": 0.25}
+    last["induction/solve/accuracy"], last["validation/cruxeval_o"] = 0.75, 0.33
+    lines = group_table(first | {"validation/cruxeval_o": 0.0}, last).splitlines()
+    assert lines[0].split() == ["group", "count", "valid", "/", "acc", "solve", "rate", "reward"]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert len(rows) == 7  # six groups and the validation score
+    assert rows["deduction/propose"].split() == [
+        "deduction/propose",
+        "2",
+        "->",
+        "2",
+        "0.00",
+        "->",
+        "0.50",
+        "-",
+        "->",
+        "0.25",
+        "-1.00",
+        "->",
+        "-",
+    ]
+    assert "- -> 0.75" in rows["induction/solve"] and "0.00 -> 0.33" in rows["validation/cruxeval_o"]
