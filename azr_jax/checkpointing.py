@@ -26,6 +26,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import multihost
 
+from azr_jax import storage
+
 log = logging.getLogger(__name__)
 
 CORRUPT_MARK = ".corrupt-"  # `<step>.corrupt-<unix time>` is not a step name to Orbax
@@ -39,8 +41,16 @@ class Checkpointer:
     """Saves every `save_interval_steps` (or when forced), keeps the newest `keep` steps."""
 
     def __init__(self, directory: str, *, keep: int = 3, save_interval_steps: int):
-        # Orbax wants absolute paths; URLs (gs://...) are left as they are.
-        self.directory = epath.Path(directory if "://" in directory else os.path.abspath(directory))
+        directory = os.fspath(directory)
+        if storage.is_remote(directory):
+            # Orbax writes arrays through TensorStore, which reaches only local files and GCS; etils.epath
+            # reaches gs:// through fsspec (gcsfs), so fail here, naming the package, rather than mid-save.
+            if storage.protocol(directory) != "gs":
+                raise ValueError(f"checkpoint directory {directory}: only local paths and gs:// are supported")
+            storage.filesystem(directory)
+        else:
+            directory = os.path.abspath(directory)  # Orbax wants absolute paths
+        self.directory = epath.Path(directory)
         self._manager = ocp.CheckpointManager(
             self.directory,
             item_names=("state", "extra"),

@@ -8,6 +8,16 @@ values become null in the JSONL files (TensorBoard gets them as they are).
 A resumed run calls `truncate_after(checkpoint_step)` before writing: records the crashed run wrote
 past its last checkpoint are dropped from the JSONL files and hidden in TensorBoard, so no step
 appears twice. Only process 0 writes.
+
+The workdir may be a URL (`gs://bucket/run`, any fsspec protocol; see `azr_jax.storage`). Objects
+there cannot be appended to, so each JSONL file is kept in a local temporary copy (the existing
+object is downloaded first) and the whole object is rewritten from it: at most every
+`remote_flush_secs` (default 120 s) when a record arrives, and on `flush()` and `close()`. Each
+rewrite uploads the whole file, so a run uploads about (file size) x (number of rewrites); records
+written since the last rewrite are lost if the process dies, so call `flush()` after a checkpoint is
+saved to make the records up to it durable. TensorBoard event files go through fsspec the same way
+(a local temporary file, the object rewritten whole on each tensorboardX flush, every 120 s and on
+close), so `gs://` needs gcsfs and no google-cloud-storage client.
 """
 
 from __future__ import annotations
@@ -16,10 +26,15 @@ import collections
 import json
 import math
 import os
+import shutil
 import tempfile
+import threading
+import time
 
 import jax
-from tensorboardX import SummaryWriter
+from tensorboardX import SummaryWriter, record_writer
+
+from azr_jax import storage
 
 # (metric, label) shown in the progress line when present, in this order; names as selfplay.py writes them.
 PROGRESS_KEYS = (
@@ -35,22 +50,32 @@ PROGRESS_KEYS = (
     ("validation/cruxeval_i", "CRUXEval-I"),
 )
 STEP_TIME_WINDOW = 10  # steps in the moving average behind the ETA; the first step's compile time drops out
+REMOTE_FLUSH_SECS = 120.0  # at most one rewrite per JSONL object per this many seconds on a remote workdir
 
 
 class MetricsWriter:
 
-    def __init__(self, workdir: str, *, total_steps: int, enable_tensorboard: bool = True):
-        self.workdir = workdir
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        total_steps: int,
+        enable_tensorboard: bool = True,
+        remote_flush_secs: float = REMOTE_FLUSH_SECS,
+    ):
+        self.workdir = os.fspath(workdir)
         self.total_steps = total_steps
         self._active = jax.process_index() == 0
-        self._tensorboard_dir = os.path.join(workdir, "tensorboard") if enable_tensorboard else None
+        self._tensorboard_dir = storage.join(self.workdir, "tensorboard") if enable_tensorboard else None
         self._tb = None  # opened on the first write, so that `truncate_after` can pass purge_step
         self._purge_step = None
         self._step_times = collections.deque(maxlen=STEP_TIME_WINDOW)
-        self._scalars_path = os.path.join(workdir, "metrics.jsonl")
-        self._samples_path = os.path.join(workdir, "samples.jsonl")
+        self._scalars = _JsonlFile(storage.join(self.workdir, "metrics.jsonl"), remote_flush_secs)
+        self._samples = _JsonlFile(storage.join(self.workdir, "samples.jsonl"), remote_flush_secs)
         if self._active:
-            os.makedirs(workdir, exist_ok=True)
+            storage.makedirs(self.workdir)
+            for f in (self._scalars, self._samples):
+                f.open()
 
     def truncate_after(self, step: int) -> None:
         """Forgets every record with a step after `step`, the restored checkpoint's step."""
@@ -58,8 +83,8 @@ class MetricsWriter:
             return
         if self._tb is not None:
             raise RuntimeError("truncate_after must be called before the first write")
-        for path in (self._scalars_path, self._samples_path):
-            _drop_records_after(path, step)
+        for f in (self._scalars, self._samples):
+            f.drop_records_after(step)
         self._purge_step = step + 1  # TensorBoard hides older events at this step and later
 
     def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
@@ -70,7 +95,7 @@ class MetricsWriter:
         if tb is not None:
             for k, v in values.items():
                 tb.add_scalar(k, v, step)
-        _append(self._scalars_path, {"step": step, **{k: v if math.isfinite(v) else None for k, v in values.items()}})
+        self._scalars.append({"step": step, **{k: v if math.isfinite(v) else None for k, v in values.items()}})
 
     def write_texts(self, step: int, texts: dict[str, str]) -> None:
         if not self._active:
@@ -79,7 +104,7 @@ class MetricsWriter:
         if tb is not None:
             for k, text in texts.items():
                 tb.add_text(k, _as_markdown_code(text), step)
-        _append(self._samples_path, {"step": step, **texts})
+        self._samples.append({"step": step, **texts})
 
     def progress_line(self, step: int, step_seconds: float, scalars: dict) -> str:
         """'step 3/10 | 41.2s/step | ETA 4m48s | deduction acc 0.42 | ...'; `step` just finished, 1..total_steps."""
@@ -93,15 +118,127 @@ class MetricsWriter:
         parts += [f"{label} {float(scalars[k]):.3g}" for k, label in PROGRESS_KEYS if k in scalars]
         return " | ".join(parts)
 
+    def flush(self) -> None:
+        """Makes everything written so far durable: on a remote workdir, rewrites the objects now."""
+        if not self._active:
+            return
+        if self._tb is not None:
+            self._tb.flush()
+        for f in (self._scalars, self._samples):
+            f.sync(force=True)
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._active:
+            for f in (self._scalars, self._samples):
+                f.close()
 
     def _tensorboard(self):
         if self._tb is None and self._tensorboard_dir is not None:
+            if storage.is_remote(self._tensorboard_dir):
+                # tensorboardX picks a writer by the text before ':' (its own gs/s3 writers need their SDKs)
+                prefix = self._tensorboard_dir.split(":", 1)[0]
+                record_writer.register_writer_factory(prefix, _RemoteEventFileFactory())
             self._tb = SummaryWriter(self._tensorboard_dir, purge_step=self._purge_step)
         return self._tb
+
+
+class _JsonlFile:
+    """A JSONL file of the workdir. Local: appended to in place. Remote: appended to in a local copy
+    (the existing object downloaded by `open`), and the object rewritten from it by `sync`."""
+
+    def __init__(self, path: str, flush_secs: float):
+        self.path, self.flush_secs = path, flush_secs
+        self.remote = storage.is_remote(path)
+        self._tmpdir = None
+        self.local = path  # the file appended to
+        self._dirty = False
+        self._last_sync = 0.0
+
+    def open(self) -> None:
+        if not self.remote or self._tmpdir is not None:
+            return
+        self._tmpdir = tempfile.mkdtemp(prefix="azr-metrics-")
+        self.local = os.path.join(self._tmpdir, os.path.basename(self.path))
+        if storage.exists(self.path):
+            with storage.open(self.path, "rb") as src, open(self.local, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        self._last_sync = time.monotonic()
+
+    def append(self, record: dict) -> None:
+        _append(self.local, record)
+        self._dirty = True
+        self.sync()
+
+    def drop_records_after(self, step: int) -> None:
+        _drop_records_after(self.local, step)
+        self._dirty = self.remote and os.path.exists(self.local)
+        self.sync(force=True)
+
+    def sync(self, force: bool = False) -> None:
+        """Remote: rewrites the object from the local copy if it changed (and `flush_secs` passed, unless forced)."""
+        if not self.remote or not self._dirty:
+            return
+        if not force and time.monotonic() - self._last_sync < self.flush_secs:
+            return
+        with open(self.local, "rb") as src, storage.open(self.path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        self._dirty = False
+        self._last_sync = time.monotonic()
+
+    def close(self) -> None:
+        self.sync(force=True)
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+            self.local = self.path
+
+
+class _RemoteEventFile:
+    """tensorboardX's record-writer target for a URL: records go to a local temporary file, and each flush
+    (tensorboardX's writer thread flushes every flush_secs, 120 s by default, and on close) rewrites the
+    object with everything so far. No `fileno`, so tensorboardX does not fsync it."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._buffer = tempfile.TemporaryFile()
+        self._dirty = True  # the object appears at the first flush even if nothing was written
+        self._lock = threading.Lock()  # the writer thread and SummaryWriter.flush/close may both flush
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self._buffer.write(data)
+            self._dirty = True
+
+    def flush(self) -> None:
+        with self._lock:
+            self._upload()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._buffer.closed:
+                self._upload()
+                self._buffer.close()
+
+    def _upload(self) -> None:
+        if not self._dirty or self._buffer.closed:
+            return
+        self._buffer.flush()
+        self._buffer.seek(0)
+        with storage.open(self.path, "wb") as dst:
+            shutil.copyfileobj(self._buffer, dst)
+        self._buffer.seek(0, os.SEEK_END)
+        self._dirty = False
+
+
+class _RemoteEventFileFactory:
+    def open(self, path: str) -> _RemoteEventFile:
+        return _RemoteEventFile(path)
+
+    def directory_check(self, path: str) -> None:
+        storage.makedirs(path)
 
 
 def group_table(first: dict, last: dict) -> str:

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from azr_jax import parsing, prompts, rewards
+from azr_jax import distributed, parsing, prompts, rewards
 from azr_jax.advantages import trr_advantages
 from azr_jax.buffers import TaskBuffers, seed_key, seed_size, strip_program
 from azr_jax.executor import ExecutorPool, Reason
@@ -149,6 +149,9 @@ class SelfPlay:
         self.ref_params = jax.tree.map(jnp.copy, self.params) if config.loss.kl_coef else None
         self.update_config = update_config_from(config)
         self.key = jax.random.key(config.seed)
+        if mesh is not None:  # one global key, replicated: every process draws the same samples
+            replicated = logical_sharding((None,), mesh)
+            self.key = jax.random.wrap_key_data(distributed.put(np.asarray(jax.random.key_data(self.key)), replicated))
         self.buffers = TaskBuffers.seeded()
         self.dropped_prompts: collections.Counter[str] = collections.Counter()  # group -> prompts too long, this step
         self._background = concurrent.futures.ThreadPoolExecutor(1)
@@ -473,8 +476,9 @@ class SelfPlay:
             for r, x in zip(solver, solve_rewards):
                 r.reward = float(x)
 
-        # 6. TRR++ advantages and the update.
+        # 6. TRR++ advantages and the update, once every process is known to train on the same batch.
         trained = solver + (proposals if c.train_proposer else [])
+        self.check_processes_agree(step, proposals, solver, trained)
         update_metrics = self.update(trained) if update else {}
         lap("update")
         metrics = self.step_metrics(proposals, solver)
@@ -486,6 +490,19 @@ class SelfPlay:
             timings["time/propose"] + timings["time/learnability_sample"] + timings["time/solve_sample"], 1e-9
         )
         return StepResult(metrics, self.text_samples(proposals, solver), proposals, solver)
+
+    def check_processes_agree(self, step: int, proposals, solver, trained) -> None:
+        """Every process computed the step's host side itself: compare digests of the rewards, the buffers
+        and the trained batch before the update, so a divergence is an error, not silently trained on."""
+        if jax.process_count() == 1:
+            return
+        rollouts = proposals + solver
+        distributed.agree(
+            f"step {step}",
+            rewards=distributed.digest([(r.reward, r.valid, r.well_formatted, r.solve_rate) for r in rollouts]),
+            buffers=distributed.digest(self.buffers.to_dict()),
+            batch=distributed.digest(*[np.asarray(r.prompt_ids) for r in trained], *[r.tokens for r in trained]),
+        )
 
     def update(self, trained: list[Rollout]) -> dict[str, float]:
         """TRR++ advantages over the six groups, then one optimiser step on every trained sequence, packed
@@ -530,7 +547,7 @@ class SelfPlay:
         )
         # The sampler holds the model object: point it at the updated arrays (no copy).
         nnx.update(self.sampler.model, self.params)
-        out = {f"optimizer/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+        out = {f"optimizer/{k}": float(v) for k, v in distributed.to_host(metrics).items()}
         out["optimizer/learning_rate"] = float(c.optimizer.learning_rate)
         for g in range(NUM_GROUPS):
             sel = [i for i, r in enumerate(trained) if group_id(r.task_type, r.role) == g]

@@ -108,6 +108,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     import jax
     from flax import nnx
 
+    from azr_jax import distributed
     from azr_jax.buffers import TaskBuffers
     from azr_jax.checkpointing import Checkpointer
     from azr_jax.formats import export_hf_checkpoint
@@ -127,13 +128,14 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                 f"files; set data_dir to a directory that has them ('' = the vendored copy) or "
                 f"eval.every_steps=0. {e}"
             ) from e
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if distributed.is_primary():
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
     mesh, model, tokenizer, sampler = build(config)
     log(
         f"model: {config.model.checkpoint or config.model.preset}, {model.cfg.num_params / 1e6:.0f}M parameters, "
-        f"mesh {dict(mesh.shape)}"
+        f"mesh {dict(mesh.shape)}" + (f", {jax.process_count()} processes" if jax.process_count() > 1 else "")
     )
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
@@ -147,8 +149,9 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     before: dict[str, float] = {}
     with (
         jax.set_mesh(mesh),
-        ExecutorPool(num_workers=config.executor.num_workers or None, timeout_s=config.executor.timeout_s) as pool,
+        ExecutorPool(num_workers=config.executor.num_workers or None, timeout_s=config.executor.timeout_s) as local,
     ):
+        pool = distributed.SpreadPool(local)  # each process runs its share of the jobs; all get every verdict
         selfplay = SelfPlay(config, model, tokenizer, sampler, pool)
         try:
             abstract = jax.tree.map(
@@ -183,21 +186,23 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                     writer.write_texts(done, result.texts)
                 log(writer.progress_line(done, time.perf_counter() - t, metrics))
                 last = done == config.total_steps
+                preempted = distributed.any_process(checkpointer.preempted)  # SIGTERM on any host: all stop here
                 checkpointer.save(
                     done,
                     selfplay.state(),
                     {"buffers": selfplay.buffers.to_dict()},
-                    force=last or checkpointer.preempted,
+                    force=last or preempted,
                 )
-                if checkpointer.preempted and not last:
+                if preempted and not last:
                     log(f"preempted: saved step {done}, exiting")
                     break
             else:
                 if config.export_hf_at_end:
                     out = os.path.join(workdir, "hf", f"step_{config.total_steps}")
                     nnx.update(model, selfplay.params)
-                    export_hf_checkpoint(model, out)
-                    tokenizer.save_pretrained(out)
+                    export_hf_checkpoint(model, out)  # every process gathers, process 0 writes
+                    if distributed.is_primary():
+                        tokenizer.save_pretrained(out)
                     log(f"exported {out}")
         finally:
             selfplay.close()

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from azr_jax import distributed
 from azr_jax.losses import ppo_loss, token_sum_mean
 from azr_jax.model import Transformer, positions_from_mask
 from azr_jax.model.transformer import constrain
@@ -292,7 +293,7 @@ def update_step(
     axes = tuple(_param_axes(params))
     grads, metrics = _zero_grads(params, axes), None
     for mb in microbatches:
-        arrays = mb.arrays if batch_sharding is None else jax.device_put(mb.arrays, batch_sharding)
+        arrays = mb.arrays if batch_sharding is None else distributed.put(mb.arrays, batch_sharding)
         grads, m = accumulate_gradients(
             graphdef, params, grads, arrays, num_tokens, config=config, prompt_len=mb.prompt_len, ref_params=ref_params
         )

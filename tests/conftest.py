@@ -61,6 +61,150 @@ def embedded_model_dir():
     return get
 
 
+class _NoNetwork(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def fake_gcs(tmp_path, monkeypatch):
+    """`gs://bucket/key` -> `tmp_path/"gcs"/bucket/key`, for fsspec, etils.epath and Orbax; returns that root.
+
+    An fsspec filesystem for the protocols "gs" and "gcs" (gcsfs's, and the one etils.epath asks for)
+    over the local directory, with gcsfs's naming ("bucket/key"); Orbax's TensorStore spec for GCS
+    becomes a local "file" kvstore there, and its bucket lookups (hierarchical namespace checks) are
+    off. Sockets to anything but the loopback raise, so nothing can reach the real GCS. All undone after.
+    """
+    import posixpath
+    import shutil
+    import socket
+
+    import fsspec
+    from etils.epath import backend as epath_backend, gpath
+    from fsspec.implementations.local import LocalFileSystem
+    from fsspec.registry import _registry
+    from fsspec.utils import stringify_path
+    from orbax.checkpoint._src.path import gcs_utils
+
+    root = tmp_path / "gcs"
+    root.mkdir()
+    base = str(root)
+
+    class FakeGCSFileSystem(fsspec.AbstractFileSystem):
+        """Names as gcsfs gives them ("bucket/key"); each operation runs on the local file below `root`."""
+
+        protocol = ("gs", "gcs")
+        root_marker = ""
+
+        def __init__(self, *args, **kwargs):
+            kwargs.pop("finalize_on_close", None)  # etils passes it to gcsfs
+            super().__init__(*args, **kwargs)
+            self.local = LocalFileSystem()
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            path = stringify_path(path)
+            for prefix in ("gs://", "gcs://"):
+                if path.startswith(prefix):
+                    path = path[len(prefix) :]
+                    break
+            return path.strip("/")
+
+        def unstrip_protocol(self, name):
+            return "gs://" + self._strip_protocol(name)
+
+        def _file(self, path):
+            key = self._strip_protocol(path)
+            return posixpath.join(base, key) if key else base
+
+        def _name(self, info):
+            return {**info, "name": info["name"][len(base) :].strip("/")}
+
+        def _parents(self, path):  # GCS needs no parent "directories" before a write
+            os.makedirs(os.path.dirname(self._file(path)), exist_ok=True)
+
+        def ls(self, path, detail=False, **kwargs):
+            infos = [self._name(i) for i in self.local.ls(self._file(path), detail=True)]
+            return infos if detail else [i["name"] for i in infos]
+
+        def info(self, path, **kwargs):
+            return self._name(self.local.info(self._file(path)))
+
+        def _open(self, path, mode="rb", **kwargs):
+            if any(c in mode for c in "wxa"):
+                self._parents(path)
+            return self.local._open(self._file(path), mode, **kwargs)
+
+        def mkdir(self, path, create_parents=True, **kwargs):
+            self.local.mkdir(self._file(path), create_parents=create_parents, **kwargs)
+
+        def makedirs(self, path, exist_ok=False):
+            self.local.makedirs(self._file(path), exist_ok=exist_ok)
+
+        def rmdir(self, path):
+            self.local.rmdir(self._file(path))
+
+        def rm_file(self, path):
+            self.local.rm_file(self._file(path))
+
+        def rm(self, path, recursive=False, maxdepth=None):
+            for p in path if isinstance(path, list) else [path]:
+                self.local.rm(self._file(p), recursive=recursive)
+
+        def cp_file(self, path1, path2, **kwargs):
+            self._parents(path2)
+            self.local.cp_file(self._file(path1), self._file(path2))
+
+        def mv(self, path1, path2, recursive=True, maxdepth=None, **kwargs):
+            self._parents(path2)
+            self.local.mv(self._file(path1), self._file(path2))
+
+        def put_file(self, lpath, rpath, callback=None, **kwargs):
+            self._parents(rpath)
+            shutil.copyfile(lpath, self._file(rpath))
+
+        def get_file(self, rpath, lpath, callback=None, **kwargs):
+            if hasattr(lpath, "write"):
+                with open(self._file(rpath), "rb") as f:
+                    shutil.copyfileobj(f, lpath)
+            else:
+                shutil.copyfile(self._file(rpath), lpath)
+
+    def kvstore_for_gcs(ckpt_path):
+        bucket, key = gcs_utils.parse_gcs_path(ckpt_path, add_trailing_slash=False)
+        return {"driver": "file", "path": os.path.join(base, bucket, key)}
+
+    def no_bucket_lookups(*args, **kwargs):
+        raise _NoNetwork(f"fake_gcs: no GCS API calls in tests ({args})")
+
+    connect = socket.socket.connect
+
+    def loopback_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            raise _NoNetwork(f"fake_gcs: tests may not connect to {address}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    monkeypatch.setattr(gcs_utils, "get_kvstore_for_gcs", kvstore_for_gcs)
+    monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
+    monkeypatch.setattr(gcs_utils, "get_bucket", no_bucket_lookups)
+    monkeypatch.setenv("EPATH_USE_TF", "false")  # epath would take tf.io.gfile for gs:// if TensorFlow were installed
+    previous = {name: _registry.get(name) for name in ("gs", "gcs")}
+    for name in previous:
+        fsspec.register_implementation(name, FakeGCSFileSystem, clobber=True)
+    gpath._is_tf_installed.cache_clear()
+    epath_backend._FileSystemSpecBackend._get_filesystem.cache_clear()  # etils keeps its gcs filesystem
+    try:
+        yield root
+    finally:
+        for name, cls in previous.items():
+            if cls is None:
+                _registry.pop(name, None)
+            else:
+                fsspec.register_implementation(name, cls, clobber=True)
+        gpath._is_tf_installed.cache_clear()
+        epath_backend._FileSystemSpecBackend._get_filesystem.cache_clear()
+
+
 def _runtime_distributions(repo: str) -> list:
     """The installed distributions that requirements.txt and requirements-models.txt pull in, transitively."""
     from importlib import metadata

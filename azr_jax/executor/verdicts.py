@@ -43,3 +43,17 @@ class ProposalVerdict(Verdict):
 @dataclasses.dataclass(frozen=True)
 class RunResult(Verdict):
     stdout: str = ""  # first characters of what the code printed
+
+
+_KINDS = {cls.__name__: cls for cls in (Verdict, ProposalVerdict, RunResult)}
+
+
+def verdict_to_json(v: Verdict) -> dict:
+    """A verdict as plain JSON (for sharing verdicts between processes); `verdict_from_json` inverts it."""
+    return {"kind": type(v).__name__, **dataclasses.asdict(v), "reason": v.reason.value}
+
+
+def verdict_from_json(d: dict) -> Verdict:
+    d = dict(d)
+    cls = _KINDS[d.pop("kind")]
+    return cls(**(d | {"reason": Reason(d["reason"])}))

@@ -13,14 +13,13 @@ import os
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from azr_jax import distributed
 from azr_jax.model import ModelConfig, Transformer, abstract_model, from_hf_config, param_shardings, to_hf_config
 
 
@@ -83,6 +82,47 @@ def read_config(path: str) -> dict:
         raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from e
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+def _safetensors_index(file: str) -> dict[str, np.memmap]:
+    """Name -> the tensor as a read-only memory map: nothing is read until a slice of it is used, so a
+    host touches only the pages of the slices its devices hold."""
+    if not os.path.isfile(file):
+        raise CheckpointError(f"safetensors file {file} is missing")
+    size = os.path.getsize(file)
+    try:
+        with open(file, "rb") as f:
+            (header_len,) = np.frombuffer(f.read(8), "<u8") if size >= 8 else (0,)
+            if not 2 <= header_len <= size - 8:
+                raise ValueError(f"header length {header_len} does not fit a {size}-byte file")
+            header = json.loads(f.read(int(header_len)))
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+            begin, end = info["data_offsets"]
+            shape = tuple(info["shape"])
+            if end - begin != math.prod(shape) * dtype.itemsize or 8 + header_len + end > size:
+                raise ValueError(f"tensor {name!r} ({info['dtype']} {list(shape)}) does not fit its byte range")
+            out[name] = np.memmap(file, dtype, "r", offset=8 + int(header_len) + begin, shape=shape)
+        return out
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt safetensors file {file}: {e}") from e
+
+
 class _Tensors:
     """Name -> tensor over a directory's safetensors files (one file, or several with an index)."""
 
@@ -97,29 +137,20 @@ class _Tensors:
                 raise CheckpointError(f"no .safetensors files in {path}")
             weight_map = {}
             for name in files:
-                for key in self._open(os.path.join(path, name)).keys():
-                    weight_map[key] = name
-        self.path, self.weight_map, self._handles = path, weight_map, {}
-
-    @staticmethod
-    def _open(file: str):
-        if not os.path.isfile(file):
-            raise CheckpointError(f"safetensors file {file} is missing")
-        try:
-            return safe_open(file, framework="numpy")
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"corrupt safetensors file {file}: {e}") from e
+                self_index = _safetensors_index(os.path.join(path, name))
+                weight_map.update({key: name for key in self_index})
+        self.path, self.weight_map, self._files = path, weight_map, {}
 
     def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The tensor as a memory map (read lazily), checked against the expected shape."""
         if name not in self.weight_map:
             raise CheckpointError(f"tensor {name!r} is missing from the checkpoint in {self.path}")
         file = os.path.join(self.path, self.weight_map[name])
-        if file not in self._handles:
-            self._handles[file] = self._open(file)
-        try:
-            x = self._handles[file].get_tensor(name)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read tensor {name!r} from {file}: {e}") from e
+        if file not in self._files:
+            self._files[file] = _safetensors_index(file)
+        if name not in self._files[file]:
+            raise CheckpointError(f"tensor {name!r} is missing from {file}")
+        x = self._files[file][name]
         if tuple(x.shape) != tuple(shape):
             raise CheckpointError(f"tensor {name!r} in {file} has shape {tuple(x.shape)}, expected {tuple(shape)}")
         return x
@@ -129,9 +160,11 @@ def _hf_shape(to_hf, shape) -> tuple[int, ...]:
     return to_hf(np.empty(shape, np.uint8)).shape
 
 
-@jax.jit
-def _stack(*xs):
-    return jnp.stack(xs)
+def _read_slice(view: np.ndarray, index, dtype, name: str) -> np.ndarray:
+    try:
+        return np.array(view[index], dtype)
+    except OSError as e:
+        raise CheckpointError(f"cannot read tensor {name!r}: {e}") from e
 
 
 def load_hf_checkpoint(path: str, mesh: Mesh, **overrides) -> Transformer:
@@ -148,16 +181,21 @@ def load_hf_checkpoint(path: str, mesh: Mesh, **overrides) -> Transformer:
         sharding = shardings[name].get_value()
         shape, dtype = var.get_value().shape, var.get_value().dtype
 
-        def read(hf, shape):
-            return to_ours(tensors.get(hf, _hf_shape(to_hf, shape))).astype(dtype)
+        def view(hf, shape):  # our layout as a view of the memory map (transposes and splits only)
+            return to_ours(tensors.get(hf, _hf_shape(to_hf, shape)))
 
-        if var.axes[0] == "layers":
-            layer_sharding = NamedSharding(mesh, P(*sharding.spec[1:]))
-            pieces = [jax.device_put(read(hf_name.format(i=i), shape[1:]), layer_sharding) for i in range(shape[0])]
-            value = jax.jit(_stack, out_shardings=sharding)(*pieces)
-            del pieces
+        if var.axes[0] == "layers":  # stacked from one tensor per layer, reading each layer's slice only
+            layers = [view(hf_name.format(i=i), shape[1:]) for i in range(shape[0])]
+
+            def read(index, layers=layers, name=hf_name):
+                return np.stack([_read_slice(x, index[1:], dtype, name) for x in layers[index[0]]])
+
         else:
-            value = jax.device_put(read(hf_name, shape), sharding)
+
+            def read(index, x=view(hf_name, shape), name=hf_name):
+                return _read_slice(x, index, dtype, name)
+
+        value = jax.make_array_from_callback(shape, sharding, read)
         var.set_value(value)
     unused = set(tensors.weight_map) - {m[0].format(i=i) for m in mapping.values() for i in range(cfg.num_layers)}
     unused -= {"lm_head.weight"} if cfg.tie_word_embeddings else set()
@@ -173,6 +211,7 @@ def export_hf_checkpoint(
     """Writes a directory `transformers` loads: config.json and (sharded, indexed) safetensors.
 
     Shards are planned from the shapes first and written one at a time, so the host holds one shard.
+    Every process must call it (each tensor is gathered from all hosts); only process 0 writes.
     """
     cfg = model.cfg
     dtype = dtype or cfg.param_dtype
@@ -191,7 +230,9 @@ def export_hf_checkpoint(
                 size = 0
             plan[-1].append((mapping[name][0].format(i=i), name, i))
             size += nbytes
-    os.makedirs(path, exist_ok=True)
+    write = distributed.is_primary()
+    if write:
+        os.makedirs(path, exist_ok=True)
     files = (
         ["model.safetensors"]
         if len(plan) == 1
@@ -202,12 +243,15 @@ def export_hf_checkpoint(
         shard = {}
         for hf_name, name, i in entries:
             value = params[(name,)].get_value()
-            x = np.asarray(jax.device_get(value if i is None else value[i]))
+            x = distributed.to_host(value if i is None else value[i])
             shard[hf_name] = np.ascontiguousarray(mapping[name][2](x).astype(np_dtype))
             total += shard[hf_name].nbytes
             weight_map[hf_name] = file
-        save_file(shard, os.path.join(path, file), metadata={"format": "pt"})
+        if write:
+            save_file(shard, os.path.join(path, file), metadata={"format": "pt"})
         del shard
+    if not write:
+        return
     if len(plan) > 1:
         with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from azr_jax import distributed
 from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
 from azr_jax.model import KVCache, batch_split, Transformer, logical_sharding, positions_from_mask
 from azr_jax.model.transformer import constrain
@@ -424,12 +425,12 @@ class Sampler:
         graphdef, state = nnx.split(self.model)
         if mesh is not None:
             batch = logical_sharding(("batch", None), mesh, tokens.shape)
-            tokens, valid = jax.device_put(tokens, batch), jax.device_put(valid, batch)
+            tokens, valid = distributed.put(tokens, batch), distributed.put(valid, batch)
             with jax.set_mesh(mesh):
                 out = _generate(graphdef, state, tokens, valid, key, static=static)
         else:
             out = _generate(graphdef, state, tokens, valid, key, static=static)
-        out_tokens, out_logp, lengths, done = (np.array(x) for x in jax.device_get(out))
+        out_tokens, out_logp, lengths, done = (np.array(x) for x in distributed.to_host(out))
         keep = n_prompts * params.n
         out_tokens, out_logp, lengths, done = out_tokens[:keep], out_logp[:keep], lengths[:keep], done[:keep]
         texts = []
