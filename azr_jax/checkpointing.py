@@ -11,6 +11,9 @@ Resuming must never quietly start over. `restore_latest` walks back from the new
 unreadable ones (a truncated or missing file, a half-written directory), logs which step was bad,
 and moves the bad steps aside so the resumed run can save those step numbers again. If no step
 can be read it raises instead of returning None.
+
+The directory may be `gs://bucket/...`: etils.epath reaches it through fsspec (gcsfs) and Orbax
+writes the arrays with TensorStore's own GCS driver (application default credentials).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from automatically), tensorboard/, metrics.jsonl, samples.jsonl, config.json, an
 Hugging Face directory at the end, for `python -m azr_jax.evaluate`).
 
 Multi-process (one process per host): on a TPU VM slice or under SLURM, start the same command on every
-host; elsewhere add `--coordinator_address=HOST0:PORT --num_processes=N --process_id=I` (launch/gpu.sh).
+host (under SLURM: one task per GPU, or one per node through launch/gpu.sh); elsewhere add `--coordinator_address=HOST0:PORT --num_processes=N --process_id=I` (launch/gpu.sh).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main(argv):
         raise app.UsageError(str(e)) from e
     try:
         train(_CONFIG.value, _WORKDIR.value, log=lambda s: print(s, flush=True))
-    except ConfigError as e:
+    except (ConfigError, distributed.HostDisagreement) as e:
         sys.exit(str(e))
 
 

@@ -119,7 +119,9 @@ class MetricsWriter:
         return " | ".join(parts)
 
     def flush(self) -> None:
-        """Makes everything written so far durable: on a remote workdir, rewrites the objects now."""
+        """Makes the JSONL records written so far durable (remote: rewrites the objects now); call it after
+        each checkpoint save. TensorBoard is flushed as far as tensorboardX allows: events still queued for
+        its writer thread follow within its flush_secs (120 s) or at close."""
         if not self._active:
             return
         if self._tb is not None:
@@ -153,7 +155,7 @@ class _JsonlFile:
         self.path, self.flush_secs = path, flush_secs
         self.remote = storage.is_remote(path)
         self._tmpdir = None
-        self.local = path  # the file appended to
+        self.local = None if self.remote else path  # the file appended to (remote: set by `open`)
         self._dirty = False
         self._last_sync = 0.0
 
@@ -168,11 +170,13 @@ class _JsonlFile:
         self._last_sync = time.monotonic()
 
     def append(self, record: dict) -> None:
+        self.open()  # again after a close: the object holds everything so far
         _append(self.local, record)
         self._dirty = True
         self.sync()
 
     def drop_records_after(self, step: int) -> None:
+        self.open()
         _drop_records_after(self.local, step)
         self._dirty = self.remote and os.path.exists(self.local)
         self.sync(force=True)
@@ -193,7 +197,6 @@ class _JsonlFile:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
-            self.local = self.path
 
 
 class _RemoteEventFile:

@@ -81,14 +81,14 @@ def makedirs(path) -> None:
 def exists(path) -> bool:
     if not is_remote(path):
         return os.path.exists(_local(path))
-    fs, p = filesystem(path)
+    fs, p = _uncached(path)
     return fs.exists(p)
 
 
 def isdir(path) -> bool:
     if not is_remote(path):
         return os.path.isdir(_local(path))
-    fs, p = filesystem(path)
+    fs, p = _uncached(path)
     return fs.isdir(p)
 
 
@@ -99,7 +99,7 @@ def listdir(path) -> list[str]:
         if not os.path.isdir(local):
             raise _not_found(path, "no such directory")
         return sorted(os.listdir(local))
-    fs, p = filesystem(path)
+    fs, p = _uncached(path)
     if not fs.isdir(p):
         raise _not_found(path, "no such directory")
     root = _norm(fs, p)
@@ -108,7 +108,8 @@ def listdir(path) -> list[str]:
 
 
 def open(path, mode: str = "r", **kwargs) -> IO:  # noqa: A001 - the module's `open`, like builtins.open
-    """A file object for `path`: builtins.open for local paths, fsspec for URLs (text or binary modes).
+    """A file object for `path`: builtins.open for local paths (so a file's directory must exist: `makedirs`
+    first), fsspec for URLs (text or binary modes; an object is written when the file is closed).
 
     Remote files cannot be appended to (mode 'a'): read, change and rewrite them instead.
     """
@@ -160,10 +161,12 @@ def read_text(path) -> str:
         return f.read()
 
 
-def upload_dir(local_dir, remote_dir) -> None:
+def upload_dir(local_dir, remote_dir, *, last: tuple[str, ...] = ()) -> None:
     """Copies the tree under the local directory `local_dir` to `remote_dir` (local or remote), file by file.
 
-    Files already at the destination are overwritten; other files there are left alone.
+    Files already at the destination are overwritten; other files there are left alone. The files named
+    in `last` (relative, '/'-separated) are copied after all others, so that e.g. a directory whose
+    config.json exists is complete.
     """
     local_dir = _local(local_dir)
     if not os.path.isdir(local_dir):
@@ -172,15 +175,21 @@ def upload_dir(local_dir, remote_dir) -> None:
         dst = _local(remote_dir)
         if os.path.isdir(dst) and os.path.samefile(local_dir, dst):
             return
-        shutil.copytree(local_dir, dst, dirs_exist_ok=True)
+        held = {os.path.join(local_dir, *rel.split("/")): os.path.join(dst, *rel.split("/")) for rel in last}
+        shutil.copytree(
+            local_dir, dst, dirs_exist_ok=True, ignore=lambda d, ns: [n for n in ns if os.path.join(d, n) in held]
+        )
+        for src, out in held.items():
+            if os.path.isfile(src):
+                shutil.copy2(src, out)
         return
     fs, root = filesystem(remote_dir)
-    for top, dirs, files in os.walk(local_dir):
-        dirs.sort()
+    files = []
+    for top, dirs, names in os.walk(local_dir):
         rel = os.path.relpath(top, local_dir)
-        for name in sorted(files):
-            parts = [] if rel == "." else rel.split(os.sep)
-            fs.put_file(os.path.join(top, name), posixpath.join(root, *parts, name))
+        files += [name if rel == "." else posixpath.join(*rel.split(os.sep), name) for name in names]
+    for rel in sorted(files, key=lambda rel: (rel in last, rel)):
+        fs.put_file(os.path.join(local_dir, *rel.split("/")), posixpath.join(root, rel))
     fs.invalidate_cache(root)
 
 
@@ -190,12 +199,12 @@ def local_copy(path, cache_dir=None) -> str:
 
     The copy is reused while the remote listing (names, sizes, generations / modification times) is
     unchanged, so a second call costs one listing; a changed remote is downloaded again. The download
-    goes to a temporary directory that is renamed into place, so an interrupted one is never used.
+    goes to a temporary directory that is renamed into place, so an interrupted one is never used. Each
+    host downloads its own copy (call it on every process that reads the files).
     """
     if not is_remote(path):
         return _local(path)
-    fs, root = filesystem(path)
-    fs.invalidate_cache(root)
+    fs, root = _uncached(path)
     if not fs.exists(root):
         raise _not_found(path, "nothing at the remote path")
     is_dir = fs.isdir(root)
@@ -209,10 +218,8 @@ def local_copy(path, cache_dir=None) -> str:
     key = re.sub(r"[^A-Za-z0-9._/-]", "_", url.split("://", 1)[1].strip("/"))
     target = os.path.join(cache_root, protocol(url), *[k for k in key.split("/") if k not in ("", ".", "..")])
     stamp = target + ".fingerprint"
-    if os.path.exists(target) and os.path.exists(stamp):
-        with builtins.open(stamp) as f:
-            if f.read().strip() == fingerprint:
-                return target
+    if _is_current(target, stamp, fingerprint):
+        return target
 
     os.makedirs(os.path.dirname(target), exist_ok=True)
     partial = f"{target}.partial-{uuid.uuid4().hex}"
@@ -225,6 +232,9 @@ def local_copy(path, cache_dir=None) -> str:
                 fs.get_file(name, dst)
         else:
             fs.get_file(root, partial)
+        if _is_current(target, stamp, fingerprint):  # another process on this host (or a shared cache) won
+            _remove(partial)
+            return target
         if os.path.lexists(target):  # an older copy: move it aside, then drop it once the new one is in place
             old = f"{target}.old-{uuid.uuid4().hex}"
             os.replace(target, old)
@@ -237,6 +247,13 @@ def local_copy(path, cache_dir=None) -> str:
         raise
     write_text(stamp, fingerprint + "\n")
     return target
+
+
+def _is_current(target: str, stamp: str, fingerprint: str) -> bool:
+    if not (os.path.lexists(target) and os.path.exists(stamp)):
+        return False
+    with builtins.open(stamp) as f:
+        return f.read().strip() == fingerprint
 
 
 def _remote_files(fs, root: str) -> list[tuple[str, str, dict]]:
@@ -267,6 +284,13 @@ def filesystem(path) -> tuple[fsspec.AbstractFileSystem, str]:
         if "Protocol not known" in str(e):
             raise ValueError(f"cannot access {path}: fsspec knows no filesystem for {proto}://") from e
         raise
+
+
+def _uncached(path) -> tuple[fsspec.AbstractFileSystem, str]:
+    """`filesystem(path)` with fsspec's listing cache for `path` dropped: another process may have written it."""
+    fs, p = filesystem(path)
+    fs.invalidate_cache(p)
+    return fs, p
 
 
 def _local(path) -> str:

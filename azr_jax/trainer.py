@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 
@@ -63,6 +62,7 @@ def _dtype_name(name: str) -> str:
 
 def build(config):
     """Mesh, model (loaded straight into its shardings), tokenizer and sampler."""
+    from azr_jax import storage
     from azr_jax.formats import load_hf_checkpoint, load_tokenizer
     from azr_jax.model import init_model, make_mesh, preset
     from azr_jax.sampling import Sampler
@@ -72,9 +72,10 @@ def build(config):
     check_microbatch(config, mesh)
     m = config.model
     dtypes = dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, remat=m.remat, attention=m.attention)
-    tokenizer = load_tokenizer(m.tokenizer or m.checkpoint)
-    if m.checkpoint:
-        model = load_hf_checkpoint(m.checkpoint, mesh, **dtypes)
+    checkpoint = storage.local_copy(m.checkpoint) if m.checkpoint else ""  # gs://: one download per host, cached
+    tokenizer = load_tokenizer(storage.local_copy(m.tokenizer) if m.tokenizer else checkpoint)
+    if checkpoint:
+        model = load_hf_checkpoint(checkpoint, mesh, **dtypes)
     else:
         model = init_model(preset(m.preset, vocab_size=len(tokenizer), **dtypes), mesh, seed=config.seed)
     s = config.sampling
@@ -108,10 +109,10 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     import jax
     from flax import nnx
 
-    from azr_jax import distributed
+    from azr_jax import distributed, storage
     from azr_jax.buffers import TaskBuffers
     from azr_jax.checkpointing import Checkpointer
-    from azr_jax.formats import export_hf_checkpoint
+    from azr_jax.formats import export_hf
     from azr_jax.executor import ExecutorPool
     from azr_jax.metrics import MetricsWriter, group_table
     from azr_jax.selfplay import SelfPlay
@@ -129,16 +130,15 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                 f"eval.every_steps=0. {e}"
             ) from e
     if distributed.is_primary():
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        storage.makedirs(workdir)
+        storage.write_text(storage.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
     mesh, model, tokenizer, sampler = build(config)
     log(
         f"model: {config.model.checkpoint or config.model.preset}, {model.cfg.num_params / 1e6:.0f}M parameters, "
         f"mesh {dict(mesh.shape)}" + (f", {jax.process_count()} processes" if jax.process_count() > 1 else "")
     )
     checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        storage.join(workdir, "checkpoints"),
         keep=config.keep_checkpoints,
         save_interval_steps=config.checkpoint_every_steps,
     )
@@ -193,16 +193,15 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                     {"buffers": selfplay.buffers.to_dict()},
                     force=last or preempted,
                 )
+                writer.flush()
                 if preempted and not last:
                     log(f"preempted: saved step {done}, exiting")
                     break
             else:
                 if config.export_hf_at_end:
-                    out = os.path.join(workdir, "hf", f"step_{config.total_steps}")
+                    out = storage.join(workdir, "hf", f"step_{config.total_steps}")
                     nnx.update(model, selfplay.params)
-                    export_hf_checkpoint(model, out)  # every process gathers, process 0 writes
-                    if distributed.is_primary():
-                        tokenizer.save_pretrained(out)
+                    export_hf(model, tokenizer, out)  # every process gathers, process 0 writes
                     log(f"exported {out}")
         finally:
             selfplay.close()
@@ -211,5 +210,5 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
             writer.close()
     if first is not None:
         log("\nper group, first step -> last step of this run:\n" + group_table(first, metrics))
-    log(f"TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+    log(f"TensorBoard: tensorboard --logdir {storage.join(workdir, 'tensorboard')}")
     return metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from typing import Callable
 
 import jax
@@ -19,7 +20,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from safetensors.numpy import save_file
 
-from azr_jax import distributed
+from azr_jax import distributed, storage
 from azr_jax.model import ModelConfig, Transformer, abstract_model, from_hf_config, param_shardings, to_hf_config
 
 
@@ -258,6 +259,26 @@ def export_hf_checkpoint(
     torch_dtype = "bfloat16" if dtype == "bfloat16" else str(np_dtype)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(to_hf_config(cfg, torch_dtype), f, indent=2)
+
+
+def export_hf(model: Transformer, tokenizer, out: str, **kwargs) -> None:
+    """`export_hf_checkpoint(model, out, **kwargs)` plus `tokenizer.save_pretrained(out)` (unless None): a
+    directory `transformers` loads with its tokenizer. `out` may be a URL (gs://...): everything is written
+    to a local temporary directory first, then uploaded file by file.
+
+    Every process must call it (each tensor is gathered from all hosts); only process 0 writes and uploads.
+    """
+    if not storage.is_remote(out):
+        export_hf_checkpoint(model, out, **kwargs)
+        if tokenizer is not None and distributed.is_primary():
+            tokenizer.save_pretrained(out)
+        return
+    with tempfile.TemporaryDirectory(prefix="azr-export-") as tmp:
+        export_hf_checkpoint(model, tmp, **kwargs)
+        if distributed.is_primary():
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            storage.upload_dir(tmp, out, last=("config.json",))  # complete once config.json is there
 
 
 def load_tokenizer(path: str):
