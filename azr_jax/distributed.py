@@ -161,31 +161,46 @@ def agree(where: str, **digests: str) -> None:
         )
 
 
-def spread(fn: Callable[[Sequence], list], items: Sequence, encode: Callable, decode: Callable) -> list:
-    """fn(items), computed with each process doing every P-th item (interleaved, so the kinds of job are
-    shared evenly) and the results all-gathered: every process returns the same list."""
-    count, me = jax.process_count(), jax.process_index()
+def share(items: Sequence) -> list:
+    """This process's share of `items`: every P-th one, starting at its index (interleaved, so each process
+    gets its part of every kind of job). `gather_shares` puts the results back together."""
+    return list(items[jax.process_index() :: jax.process_count()])
+
+
+def gather_shares(results: list, total: int, encode: Callable = lambda x: x, decode: Callable = lambda x: x) -> list:
+    """Every process's `share` results, in the order of the `total` items they came from (a collective: call it
+    from the main thread, in the same order on every process; the shares themselves may be computed anywhere)."""
+    count = jax.process_count()
     if count == 1:
-        return fn(items)
-    mine = list(items[me::count])
-    results = fn(mine) if mine else []
+        return list(results)
     parts = [json.loads(b) for b in allgather_bytes(json.dumps([encode(r) for r in results]).encode())]
-    out: list = [None] * len(items)
+    out: list = [None] * total
     for p, part in enumerate(parts):
         out[p::count] = [decode(r) for r in part]
     return out
 
 
-class SpreadPool:
-    """An `ExecutorPool` whose jobs are split over the processes (see `spread`); the same interface."""
+def spread(fn: Callable[[Sequence], list], items: Sequence, encode: Callable, decode: Callable) -> list:
+    """fn(items), each process computing `fn` on its `share` and all of them receiving every result."""
+    if jax.process_count() == 1:
+        return fn(items)
+    mine = share(items)
+    return gather_shares(fn(mine) if mine else [], len(items), encode, decode)
 
-    def __init__(self, pool):
-        self.pool = pool
+
+class SpreadPool:
+    """An `ExecutorPool` whose jobs are split over the processes (see `spread`); the same interface.
+
+    Its methods are collectives: call them from the main thread. Work meant for a background thread uses
+    `local` (this host's pool) on a `share` of the items, then `gather_shares` on the main thread."""
+
+    def __init__(self, local):
+        self.local = local
 
     def _spread(self, name: str, items) -> list:
         from azr_jax.executor.verdicts import verdict_from_json, verdict_to_json
 
-        return spread(getattr(self.pool, name), list(items), verdict_to_json, verdict_from_json)
+        return spread(getattr(self.local, name), list(items), verdict_to_json, verdict_from_json)
 
     def validate_proposals(self, proposals):
         return self._spread("validate_proposals", proposals)
@@ -206,4 +221,4 @@ class SpreadPool:
         return self._spread("run_code", items)
 
     def __getattr__(self, name):  # timeout_s, isolation, ...
-        return getattr(self.pool, name)
+        return getattr(self.local, name)

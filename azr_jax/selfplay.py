@@ -269,12 +269,13 @@ class SelfPlay:
     # --------------------------------------------------------------------------------- solving
 
     def check_answers(
-        self, tasks: Sequence[Task], texts: Sequence[str], strictness: str | None = None
+        self, tasks: Sequence[Task], texts: Sequence[str], strictness: str | None = None, pool=None
     ) -> list[tuple[bool, bool, str]]:
         """(well_formatted, correct, reason) of each solver response; nothing the model wrote is eval-ed here.
 
-        `strictness` defaults to the configured `answer_format`."""
+        `strictness` defaults to the configured `answer_format`, `pool` to the run's (spread over processes)."""
         strictness = strictness or self.strictness
+        pool = pool or self.pool
         results: list[tuple[bool, bool, str] | None] = [None] * len(tasks)
         jobs = collections.defaultdict(list)
         for i, (task, text) in enumerate(zip(tasks, texts)):
@@ -290,23 +291,23 @@ class SelfPlay:
                 hidden = list(zip(task.inputs[NUM_INDUCTION_SHOWN:], task.outputs[NUM_INDUCTION_SHOWN:]))
                 jobs[task.task_type].append((i, (answer.answer, hidden)))
         check = {
-            TaskType.DEDUCTION: self.pool.check_deduction,
-            TaskType.ABDUCTION: self.pool.check_abduction,
-            TaskType.INDUCTION: self.pool.check_induction,
+            TaskType.DEDUCTION: pool.check_deduction,
+            TaskType.ABDUCTION: pool.check_abduction,
+            TaskType.INDUCTION: pool.check_induction,
         }
         for task_type, items in jobs.items():
             for (i, _), verdict in zip(items, check[task_type]([item for _, item in items])):
                 results[i] = (True, verdict.ok, verdict.reason.value)
         return results
 
-    def learnability_solve_rates(self, tasks: Sequence[Task], texts: Sequence[str], n: int) -> list[float]:
+    def learnability_solve_rates(self, tasks: Sequence[Task], texts: Sequence[str], n: int, pool=None) -> list[float]:
         """s of each task from its n learnability rollouts (texts task-major, n per task).
 
         The rollouts are parsed like the trained solver's responses (`answer_format`), unless
         `rewards.learnability_format_check` is false: then without the wrapper check
         (`answer_blocks`), close to the reference code. See `learnability_solve_rate`."""
         strictness = self.strictness if self.config.rewards.learnability_format_check else parsing.ANSWER_BLOCKS
-        checks = self.check_answers([t for t in tasks for _ in range(n)], texts, strictness)
+        checks = self.check_answers([t for t in tasks for _ in range(n)], texts, strictness, pool)
         return [learnability_solve_rate(checks[j * n : (j + 1) * n]) for j in range(len(tasks))]
 
     def solver_prompt_ids(self, tasks: Sequence[Task]) -> list[list[int]]:
@@ -424,7 +425,16 @@ class SelfPlay:
             tasks = [r.task for r in valid]
             n = c.learnability_rollouts
             rollouts = self.sample(self.solver_prompt_ids(tasks), n, jax.random.fold_in(key, 1))
-            check_future = self._background.submit(self.learnability_solve_rates, tasks, rollouts.texts, n)
+            # Checked in the background on this host's share of the tasks with its own pool (no collective
+            # off the main thread: hosts could interleave them differently); gathered after solving.
+            mine = distributed.share(range(len(tasks)))
+            check_future = self._background.submit(
+                self.learnability_solve_rates,
+                [tasks[j] for j in mine],
+                [rollouts.texts[j * n + k] for j in mine for k in range(n)],
+                n,
+                getattr(self.pool, "local", self.pool),
+            )
         lap("learnability_sample")
 
         # 4. Solve: this step's valid proposals, filled up to B from the buffer (sampled while the
@@ -450,7 +460,7 @@ class SelfPlay:
         ):
             r.well_formatted, r.valid, r.reason = ok_format, correct, reason
         if check_future is not None:
-            for r, s in zip(valid, check_future.result()):
+            for r, s in zip(valid, distributed.gather_shares(check_future.result(), len(valid))):
                 r.solve_rate = s
         lap("check")
 
