@@ -52,6 +52,9 @@ def paper_config() -> ml_collections.ConfigDict:
             # call per device. 0 = no bound.
             "max_rows": 0,
             "kv_cache_gib": 0.0,
+            # continuous: that many rows decode at once, refilled from the phase's queue as rows finish;
+            # static: fixed batches, each decoding until its slowest row is done (the baseline).
+            "engine": "continuous",
         }
     )
 

@@ -16,6 +16,7 @@ def check_config(c) -> None:
     from azr_jax.buffers import SEED_DEDUP
     from azr_jax.model.attention import IMPLEMENTATIONS
     from azr_jax.parsing import STRICTNESS
+    from azr_jax.sampling.sampler import ENGINES
     from azr_jax.tasks import TaskType
 
     def need(ok, message):
@@ -35,6 +36,7 @@ def check_config(c) -> None:
     need(c.optimizer.microbatch_size >= 1, "optimizer.microbatch_size must be >= 1")
     need(c.num_references >= 0, "num_references must be >= 0")
     need(c.model.attention in IMPLEMENTATIONS, f"model.attention={c.model.attention!r}; choose from {IMPLEMENTATIONS}")
+    need(c.sampling.engine in ENGINES, f"sampling.engine={c.sampling.engine!r}; choose from {ENGINES}")
     need(c.sampling.max_rows >= 0 and c.sampling.kv_cache_gib >= 0, "sampling.max_rows and kv_cache_gib must be >= 0")
     need(
         c.sampling.temperature > 0,
@@ -79,7 +81,9 @@ def build(config):
     else:
         model = init_model(preset(m.preset, vocab_size=len(tokenizer), **dtypes), mesh, seed=config.seed)
     s = config.sampling
-    sampler = Sampler(model, tokenizer, cache_dtype=s.cache_dtype, max_rows=s.max_rows, kv_cache_gib=s.kv_cache_gib)
+    sampler = Sampler(
+        model, tokenizer, cache_dtype=s.cache_dtype, max_rows=s.max_rows, kv_cache_gib=s.kv_cache_gib, engine=s.engine
+    )
     return mesh, model, tokenizer, sampler
 
 

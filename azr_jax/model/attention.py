@@ -267,6 +267,77 @@ def splash_attention(q, k, v, valid, *, interpret: bool = False):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Decode attention over the filled part of the KV cache
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def ragged_decode_attention(q, k, v, valid, cache_k, cache_v, cache_valid, filled, *, block_size: int = 256):
+    """Attention of a few new tokens over the first `filled` cache slots and, causally, over themselves.
+
+    Same inputs and result as `transformer.attention(q, k, v, valid, cache_k, cache_v, cache_valid)`:
+    q: [B,T,H,D] (T small: 1 when decoding), k, v: [B,T,K,D] the new tokens, valid: [B,T], cache_k, cache_v:
+    [B,K,S,D], cache_valid: [B,S] (H a multiple of K). `filled`: an int32 scalar, possibly traced, the number of
+    leading cache slots that may hold valid keys (the largest write index over the rows). Slots at or beyond it
+    contribute nothing, whatever their values or validity (NaN there is harmless), and the work is proportional
+    to it, not to S: a `fori_loop` with the traced trip count ceil(filled / block_size) reads one
+    [B, K, block_size, D] block of the cache per step with `dynamic_slice` and folds it into a float32 online
+    softmax (flash decoding), started from the new tokens' own causal scores. When S is not a multiple of
+    block_size the last block's start is clamped to S - block_size and the slots it has already seen are masked;
+    block_size is clipped to S.
+
+    Numerics as `transformer.attention`: q is scaled by 1/sqrt(D) in its own dtype, the cache is cast to q's
+    (keys) and v's (values) dtype, scores and softmax statistics are float32, probabilities are cast to v's dtype
+    before the PV product (accumulated in float32); the result is in v's dtype. A query with no visible key
+    (padding: the plain version averages over every masked key there) gets output 0.
+
+    On TPU the Pallas kernels `jax.experimental.pallas.ops.tpu.ragged_paged_attention` (per-row lengths over a
+    paged cache, mixed prefill/decode) and `...tpu.paged_attention` (decode, per-row lengths) would do this
+    with per-row rather than batch-wide skipping; both need a paged [pages, page_size, ...] cache layout and
+    right-aligned rows (lengths, not a left-padding mask), so they are not wired here. On GPU,
+    `jax.experimental.pallas.ops.gpu.decode_attention` (split-k flash decoding) is the analogue.
+    """
+    b, t, h, d = q.shape
+    n_kv = k.shape[2]
+    s = cache_k.shape[2]
+    bs = max(1, min(block_size, s))
+    q = (q / np.sqrt(d).astype(q.dtype)).reshape(b, t, n_kv, h // n_kv, d).transpose(0, 2, 3, 1, 4)  # [B,K,G,T,D]
+    filled = jnp.clip(jnp.asarray(filled, jnp.int32), 0, s)
+
+    def fold(carry, scores, mask, values):
+        """One online-softmax step: scores [B,K,G,T,C] float32, mask broadcastable to it, values [B,K,C,D]."""
+        m, l, acc = carry
+        scores = jnp.where(mask, scores, _MASK_VALUE)
+        m_new = jnp.maximum(m, scores.max(-1))
+        p = jnp.where(mask, jnp.exp(scores - m_new[..., None]), 0.0)
+        alpha = jnp.exp(m - m_new)
+        pv = jnp.einsum("bkgtc,bkcd->bkgtd", p.astype(values.dtype), values, preferred_element_type=jnp.float32)
+        return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + pv
+
+    # The new tokens over themselves, causally: key j visible to query i iff j <= i and valid[b, j].
+    causal = (jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :])[:, None, None]  # [B,1,1,T,T]
+    self_scores = jnp.einsum("bkgtd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+    stats = q.shape[:4]  # [B, K, G, T]
+    init = (jnp.full(stats, _MASK_VALUE, jnp.float32), jnp.zeros(stats, jnp.float32), jnp.zeros(q.shape, jnp.float32))
+    carry = fold(init, self_scores, causal, v.swapaxes(1, 2))
+
+    def block(j, carry):
+        begin = j * bs
+        start = jnp.minimum(begin, s - bs)  # the last block of a ragged S: clamped, its seen slots masked below
+        slots = start + jnp.arange(bs)
+        keys = jax.lax.dynamic_slice_in_dim(cache_k, start, bs, axis=2).astype(q.dtype)
+        values = jax.lax.dynamic_slice_in_dim(cache_v, start, bs, axis=2).astype(v.dtype)
+        kvalid = jax.lax.dynamic_slice_in_dim(cache_valid, start, bs, axis=1)  # [B, bs]
+        inside = (slots >= begin) & (slots < filled)  # [bs]: new to this block, and within the filled part
+        values = jnp.where(inside[:, None], values, 0)  # 0 * garbage beyond `filled` could be NaN
+        scores = jnp.einsum("bkgtd,bkcd->bkgtc", q, keys, preferred_element_type=jnp.float32)
+        return fold(carry, scores, (kvalid & inside)[:, None, None, None, :], values)
+
+    _, l, acc = jax.lax.fori_loop(0, (s + bs - 1) // bs, block, carry)
+    out = acc / jnp.where(l > 0, l, 1.0)[..., None]  # [B,K,G,T,D]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d).astype(v.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Dispatch
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -297,6 +368,7 @@ __all__ = [
     "attend",
     "blockwise_attention",
     "cudnn_attention",
+    "ragged_decode_attention",
     "resolve_attention",
     "splash_attention",
 ]

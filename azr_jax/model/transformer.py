@@ -32,7 +32,9 @@ class KVCache(NamedTuple):
     k: jax.Array  # [layers, batch, kv_heads, slots, head_dim]: (batch, head) leading, as attention reads it
     v: jax.Array
     valid: jax.Array  # [batch, slots] bool: the slot holds a real (not padding) token
-    index: jax.Array  # int32 scalar: the next slot to write
+    # The next slot to write: an int32 scalar (every row writes at the same slot), or [batch] int32, a slot
+    # per row (continuous batching: rows start and end independently; one new token per row per call).
+    index: jax.Array
 
     @classmethod
     def create(cls, cfg: ModelConfig, batch: int, slots: int, dtype=jnp.bfloat16) -> "KVCache":
@@ -226,17 +228,28 @@ class Transformer(nnx.Module):
                     return self._block(x, w, positions, token_valid, (ck, cv), cache.valid)
 
                 x, (k, v) = jax.lax.scan(body, x, (weights, cache.k, cache.v))
-            # One in-place write of every layer's new keys and values, after the layer loop.
-            write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(
-                c, new.swapaxes(2, 3).astype(c.dtype), cache.index, axis=3
-            )  # noqa: E731
-            cache = KVCache(
-                write(cache.k, k),
-                write(cache.v, v),
-                jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, cache.index, axis=1),
-                cache.index + tokens.shape[1],
-            )
+            cache = self._write_cache(cache, k, v, token_valid)
         return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache
+
+    @staticmethod
+    def _write_cache(cache: KVCache, k, v, token_valid) -> KVCache:
+        """One in-place write of every layer's new keys and values ([layers, B, T, K, D]), after the layer loop."""
+        t = k.shape[2]
+        if cache.index.ndim == 0:
+            write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(  # noqa: E731
+                c, new.swapaxes(2, 3).astype(c.dtype), cache.index, axis=3
+            )
+            valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, cache.index, axis=1)
+            return KVCache(write(cache.k, k), write(cache.v, v), valid, cache.index + t)
+        if t != 1:
+            raise ValueError(f"a cache with a write index per row takes one token per row per call, got {t}")
+        rows = jnp.arange(k.shape[1])
+        # Advanced indices (rows, slot) around a slice put the row axis first: values are [B, layers, K, D].
+        write = lambda c, new: c.at[:, rows, :, cache.index, :].set(  # noqa: E731
+            new[:, :, 0].swapaxes(0, 1).astype(c.dtype), mode="drop"
+        )
+        valid = cache.valid.at[rows, cache.index].set(token_valid[:, 0], mode="drop")
+        return KVCache(write(cache.k, k), write(cache.v, v), valid, cache.index + 1)
 
     def logits(self, h: jax.Array) -> jax.Array:
         """float32 logits from hidden states."""

@@ -312,6 +312,9 @@ def _bucket(n: int, buckets: Sequence[int] | None, minimum: int) -> int:
     return max(minimum, 1 << (n - 1).bit_length())
 
 
+ENGINES = ("continuous", "static")
+
+
 class Sampler:
     """Generates from a model with a tokenizer; `generate` for token ids, `generate_text` for strings."""
 
@@ -325,9 +328,15 @@ class Sampler:
         batch_buckets: Sequence[int] | None = None,
         max_rows: int = 0,
         kv_cache_gib: float = 0.0,
+        engine: str = "continuous",
     ):
         """`max_rows` (rows = prompts x n) and `kv_cache_gib` (the KV cache of one call, per device) bound
-        one compiled call; a larger request is sampled in several calls (0: no bound)."""
+        the rows decoded at once (0: no bound). `engine`: "continuous" keeps that many decode slots busy,
+        refilling them from the request queue as rows finish (`continuous.py`); "static" samples the request
+        in fixed batches, each decoding until its slowest row is done (kept as the benchmark's baseline)."""
+        if engine not in ENGINES:
+            raise ValueError(f"sampler engine {engine!r}; choose from {ENGINES}")
+        self.engine = engine
         self.model, self.tokenizer = model, tokenizer
         self.cache_dtype = cache_dtype or model.cfg.compute_dtype
         self.prompt_buckets, self.batch_buckets = prompt_buckets, batch_buckets
@@ -398,6 +407,10 @@ class Sampler:
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         key = jax.random.key(seed) if isinstance(seed, int) else seed
+        if self.engine == "continuous":
+            from azr_jax.sampling import continuous
+
+            return continuous.generate(self, prompts, params, key)
         per_call, _, _ = self.call_shape(len(prompts), max(map(len, prompts)), params)
         parts = [
             self._generate_call(prompts[i : i + per_call], params, key if i == 0 else jax.random.fold_in(key, i))

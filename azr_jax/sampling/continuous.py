@@ -1,0 +1,236 @@
+"""Continuous batching: a fixed set of decode slots, refilled from a queue as rows finish.
+
+A static batch decodes until its slowest row is done, so with AZR's long-tailed response lengths most of
+the device time goes to rows that have already finished. Here every request of a phase waits in one queue;
+`slots` rows decode together, and whenever a prompt's n rows fit in the free slots it is prefilled (once,
+its cache copied into its n slots) and joins the running batch. Each slot has its own cache write index and
+RoPE position (`KVCache.index` per row), and decode attention reads only the filled part of the cache.
+
+Randomness belongs to the request, not to the slot: token t of request row r is drawn with
+`fold_in(fold_in(key, r), t)`, so the samples are the same whatever slot a row lands in and whatever ran
+beside it. Greedy decoding gives today's static sampler's tokens.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from azr_jax import distributed
+from azr_jax.model import KVCache, Transformer, batch_split, positions_from_mask
+from azr_jax.model.transformer import constrain
+
+
+class _Slots(NamedTuple):
+    cache: KVCache  # index [S]: each slot's next cache slot
+    tok: jax.Array  # [S] int32 the last sampled token
+    pos: jax.Array  # [S] int32 the RoPE position of the next token
+    step: jax.Array  # [S] int32 tokens generated so far
+    live: jax.Array  # [S] bool: decoding (False: free, or finished and not yet read)
+    stopped: jax.Array  # [S] bool: ended by a stop token (not by max_new_tokens)
+    row: jax.Array  # [S] int32 the request row in the slot (its randomness derives from it)
+    tokens: jax.Array  # [S, max_new_tokens] int32
+    logp: jax.Array  # [S, max_new_tokens] float32
+
+
+_AXES = _Slots(
+    KVCache.logical_axes()._replace(index=("batch",)), *[("batch",)] * 6, ("batch", None), ("batch", None)
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    slots: int
+    cache_len: int  # the longest prompt's bucket + max_new_tokens
+    sampling: object  # sampler._Static: max_new_tokens, temperature, top_p, top_k, n, stop_ids, cache_dtype
+
+
+def _constrain(slots: _Slots) -> _Slots:
+    return jax.tree.map(constrain, slots, _AXES, is_leaf=lambda x: type(x) is tuple)
+
+
+def _pick(key, rows, steps, logits, st):
+    """One token per row, drawn with the row's own key for this position; log p under softmax(logits / T)."""
+    from azr_jax.sampling.sampler import sample_logits
+
+    if st.temperature == 0.0:
+        tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    else:
+        keys = jax.vmap(lambda r, s: jax.random.fold_in(jax.random.fold_in(key, r), s))(rows, steps)
+        tok = jax.vmap(lambda k, x: sample_logits(k, x[None], st.temperature, st.top_p, st.top_k)[0])(keys, logits)
+    scaled = logits / st.temperature if st.temperature > 0.0 else logits
+    logp = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1), tok[:, None], axis=-1)[:, 0]
+    return tok, logp
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "shape"))
+def _empty(*, cfg, shape: _Shape) -> _Slots:
+    s, new = shape.slots, shape.sampling.max_new_tokens
+    cache = KVCache.create(cfg, s, shape.cache_len, jnp.dtype(shape.sampling.cache_dtype))
+    cache = cache._replace(index=jnp.zeros((s,), jnp.int32))
+    zeros, false = jnp.zeros((s,), jnp.int32), jnp.zeros((s,), bool)
+    out = jnp.zeros((s, new), jnp.int32)
+    return _constrain(_Slots(cache, zeros, zeros, zeros, false, false, zeros - 1, out, out.astype(jnp.float32)))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "shape"), donate_argnames=("slots",))
+def _insert(graphdef, state, slots: _Slots, tokens, valid, where, rows, key, *, shape: _Shape) -> _Slots:
+    """Prefills k prompts ([k, P], left-padded) once and places their n rows each in slots `where` ([k * n];
+    an index >= slots marks a filler row, dropped), with each row's first token."""
+    model: Transformer = nnx.merge(graphdef, state)
+    st = shape.sampling
+    k, p = tokens.shape
+    small = KVCache.create(model.cfg, k, p, jnp.dtype(st.cache_dtype))
+    positions = positions_from_mask(valid)
+    h, small = model.hidden(tokens, positions, valid, small, prefill=True)
+    rep = lambda x, axis=0: jnp.repeat(x, st.n, axis=axis)  # noqa: E731
+    tok, logp = _pick(key, rows, jnp.zeros_like(rows), rep(model.logits(h[:, -1:])[:, 0]), st)
+    stop = jnp.isin(tok, jnp.asarray(st.stop_ids, jnp.int32))
+    c = slots.cache
+    row_valid = jnp.zeros((k * st.n, shape.cache_len), bool).at[:, :p].set(rep(valid))
+    put = lambda x, value: x.at[where].set(value, mode="drop")  # noqa: E731
+    cache = KVCache(
+        c.k.at[:, where, :, :p, :].set(rep(small.k, 1).astype(c.k.dtype), mode="drop"),
+        c.v.at[:, where, :, :p, :].set(rep(small.v, 1).astype(c.v.dtype), mode="drop"),
+        put(c.valid, row_valid),
+        put(c.index, p),
+    )
+    first = lambda x, dtype: jnp.zeros((k * st.n, st.max_new_tokens), dtype).at[:, 0].set(x)  # noqa: E731
+    return _constrain(
+        _Slots(
+            cache,
+            put(slots.tok, tok),
+            put(slots.pos, rep(positions[:, -1] + 1)),
+            put(slots.step, 1),
+            put(slots.live, ~stop & (st.max_new_tokens > 1)),
+            put(slots.stopped, stop),
+            put(slots.row, rows),
+            put(slots.tokens, first(tok, jnp.int32)),
+            put(slots.logp, first(logp, jnp.float32)),
+        )
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "shape"), donate_argnames=("slots",))
+def _decode(graphdef, state, slots: _Slots, key, target_free, *, shape: _Shape) -> _Slots:
+    """Decodes every live slot until at least `target_free` slots are not live (or none is)."""
+    model: Transformer = nnx.merge(graphdef, state)
+    st = shape.sampling
+    s = shape.slots
+    stop_ids = jnp.asarray(st.stop_ids, jnp.int32)
+    ar = jnp.arange(s)
+
+    def cond(c: _Slots):
+        return jnp.any(c.live) & (jnp.sum(~c.live) < target_free)
+
+    def body(c: _Slots):
+        h, cache = model.hidden(c.tok[:, None], c.pos[:, None], c.live[:, None], c.cache)
+        tok, logp = _pick(key, c.row, c.step, model.logits(h)[:, 0], st)
+        at = jnp.where(c.live, c.step, st.max_new_tokens)  # finished rows write nowhere
+        stop = c.live & jnp.isin(tok, stop_ids)
+        step = c.step + c.live
+        return _constrain(
+            _Slots(
+                cache._replace(index=jnp.where(c.live, cache.index, c.cache.index)),
+                tok,
+                c.pos + 1,
+                step,
+                c.live & ~stop & (step < st.max_new_tokens),
+                c.stopped | stop,
+                c.row,
+                c.tokens.at[ar, at].set(tok, mode="drop"),
+                c.logp.at[ar, at].set(logp, mode="drop"),
+            )
+        )
+
+    return jax.lax.while_loop(cond, body, slots)
+
+
+@jax.jit
+def _take(slots: _Slots, idx):
+    return slots.tokens[idx], slots.logp[idx], slots.step[idx], slots.stopped[idx], slots.row[idx]
+
+
+def generate(sampler, prompts: Sequence[Sequence[int]], params, key) -> "Samples":
+    """`Sampler.generate` with continuous batching: every prompt's n samples, in request order."""
+    from azr_jax.sampling.sampler import Samples, _bucket
+
+    st, n = sampler.static(params), params.n
+    total = len(prompts) * n
+    longest = _bucket(max(map(len, prompts)), sampler.prompt_buckets, 16)
+    mesh = sampler._mesh()
+    split = batch_split(mesh)
+    slots = _bucket(total, None, 1)
+    cap = sampler.rows_per_call(longest, params)
+    if cap is not None:
+        slots = min(slots, cap)
+    slots = max(split, -(-slots // split) * split if cap is None else slots // split * split)
+    if slots < n or (cap is not None and slots > cap):
+        raise ValueError(
+            f"one prompt's {n} samples do not fit the sampler's bound of {cap} rows (sampling.max_rows="
+            f"{sampler.max_rows}, sampling.kv_cache_gib={sampler.kv_cache_gib}, batch axes {split})"
+        )
+    shape = _Shape(slots, longest + params.max_new_tokens, st)
+    graphdef, state = nnx.split(sampler.model)
+    replicated = None if mesh is None else NamedSharding(mesh, P())
+
+    def put(x):
+        return x if replicated is None else distributed.put(x, replicated)
+
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        device = _empty(cfg=sampler.model.cfg, shape=shape)
+        queue = collections.deque(range(len(prompts)))
+        free, busy = list(range(slots)), set()
+        out_tokens = np.zeros((total, params.max_new_tokens), np.int32)
+        out_logp = np.zeros((total, params.max_new_tokens), np.float32)
+        lengths, done = np.zeros(total, np.int32), np.zeros(total, bool)
+        while queue or busy:
+            k = min(len(queue), len(free) // n)
+            if k:
+                batch = [queue.popleft() for _ in range(k)]
+                p = _bucket(max(len(prompts[i]) for i in batch), sampler.prompt_buckets, 16)
+                kb = _bucket(k, None, 1)  # a few compiled shapes; filler rows are dropped
+                tokens, valid = np.zeros((kb, p), np.int32), np.zeros((kb, p), bool)
+                for j, i in enumerate(batch + [batch[0]] * (kb - k)):
+                    tokens[j, p - len(prompts[i]) :], valid[j, p - len(prompts[i]) :] = prompts[i], True
+                where = np.full(kb * n, slots, np.int32)
+                where[: k * n] = free[: k * n]
+                rows = np.zeros(kb * n, np.int32)
+                rows[: k * n] = [i * n + j for i in batch for j in range(n)]
+                busy.update(free[: k * n])
+                free = free[k * n :]
+                device = _insert(
+                    graphdef, state, device, put(tokens), put(valid), put(where), put(rows), key, shape=shape
+                )
+            target = n if queue else slots  # refill as soon as one more prompt fits; at the end, drain
+            device = _decode(graphdef, state, device, key, put(np.int32(target)), shape=shape)
+            live = distributed.to_host(device.live)
+            finished = sorted(s for s in busy if not live[s])
+            if finished:
+                idx = np.zeros(_bucket(len(finished), None, 1), np.int32)
+                idx[: len(finished)] = finished
+                toks, logp, steps, stopped, rows = distributed.to_host(_take(device, put(idx)))
+                for j in range(len(finished)):
+                    r = rows[j]
+                    out_tokens[r], out_logp[r], lengths[r], done[r] = toks[j], logp[j], steps[j], stopped[j]
+                busy.difference_update(finished)
+                free = sorted(free + finished)
+    for r in range(total):  # the stop token, when any, is kept; everything after a row's end is zero
+        out_tokens[r, lengths[r] :], out_logp[r, lengths[r] :] = 0, 0.0
+    texts = []
+    for r in range(total):
+        text, cut = sampler._apply_stop_strings(out_tokens[r, : lengths[r]], params.stop_strings)
+        if cut is not None:
+            lengths[r], done[r] = cut, True
+            out_tokens[r, cut:], out_logp[r, cut:] = 0, 0.0
+        texts.append(text)
+    return Samples(out_tokens, lengths, done, out_logp, np.repeat(np.arange(len(prompts)), n), texts)
