@@ -133,3 +133,22 @@ def test_filled_as_python_int_and_traced_under_jit():
     np.testing.assert_allclose(np.asarray(ragged_decode_attention(*args, 40, block_size=16)), want, atol=1e-5)
     step = jax.jit(lambda *a: ragged_decode_attention(*a, block_size=32))
     np.testing.assert_allclose(np.asarray(step(*args, jnp.int32(40))), want, atol=1e-5)
+
+
+def test_sharded_mesh_gives_the_same_result():
+    """Under a (data=2, fsdp=2, tensor=2) mesh, the cache split over batch and kv heads as the sampler lays it out."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from azr_jax.model import make_mesh
+
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    args = _inputs(3, 4, 2, 50, [0, 9, 2, 30], [50, 33, 47, 31])
+    fn = _ragged(16)
+    want = fn(*args, jnp.int32(50))
+    batch = ("data", "fsdp")
+    specs = [P(batch, None, "tensor", None)] * 3 + [P(batch, None)] + [P(batch, "tensor", None, None)] * 2
+    specs += [P(batch, None)]
+    args = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip(args, specs)]
+    with jax.set_mesh(mesh):
+        got = fn(*args, jnp.int32(50))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6, rtol=0)

@@ -137,13 +137,14 @@ def test_sharded_mesh_gives_the_same_tokens(tiny_checkpoints, tiny):
     assert model.q[...].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
 
 
-def test_calls_are_split_under_the_row_and_kv_cache_bounds(tiny):
-    """A request over `max_rows` / `kv_cache_gib` is sampled in several calls: greedy rows are unchanged, sampled
-    ones reproducible, the n samples of a prompt stay together, and a bound below one prompt's n is an error."""
+def test_static_calls_are_split_under_the_row_and_kv_cache_bounds(tiny):
+    """Static engine: a request over `max_rows` / `kv_cache_gib` is sampled in several calls: greedy rows are
+    unchanged, sampled ones reproducible, the n samples of a prompt stay together, and a bound below one
+    prompt's n is an error."""
     _, model, sampler = tiny
     prompts = PROMPTS + [[9, 9], [4, 5, 6]]
     greedy = SamplingParams(max_new_tokens=10, stop_token_ids=())
-    bounded = Sampler(model, ByteTokenizer(), max_rows=2)
+    bounded = Sampler(model, ByteTokenizer(), max_rows=2, engine="static")
     calls = []
     original = bounded._generate_call
     bounded._generate_call = lambda ps, params, key: calls.append(len(ps)) or original(ps, params, key)
@@ -163,9 +164,68 @@ def test_calls_are_split_under_the_row_and_kv_cache_bounds(tiny):
     cfg = model.cfg
     row = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 26 * 4
     assert row == 13312
-    by_cache = Sampler(model, ByteTokenizer(), kv_cache_gib=3.5 * row / 2**30)
+    by_cache = Sampler(model, ByteTokenizer(), kv_cache_gib=3.5 * row / 2**30, engine="static")
     assert by_cache.rows_per_call(16, greedy) == 3
     assert by_cache.generate(prompts, greedy).texts == whole.texts
+
+
+class ByteLevelTokenizer(ByteTokenizer):
+    """ByteTokenizer with a byte-level vocabulary, so that `TokenBytes` (and the device stop check) applies."""
+
+    all_special_ids = [0]
+
+    def __len__(self):
+        return 256
+
+    def convert_ids_to_tokens(self, ids):
+        alphabet = bytes_to_unicode()
+        return [alphabet[i] for i in ids]
+
+
+def test_continuous_batching_matches_the_static_engine_whatever_the_slots(tiny):
+    """Slots refilled from the queue: greedy tokens are the static engine's; sampled tokens depend on the key
+    and the request only, not on how many slots there are (so not on which slot a row lands in)."""
+    _, model, _ = tiny
+    prompts = PROMPTS + [[9, 9], [4, 5, 6], [31, 41, 59, 26, 53], [2]]
+    free = Sampler(model, ByteTokenizer(), engine="static").generate(prompts, SamplingParams(12, stop_token_ids=()))
+    stop_ids = tuple(sorted({int(free.tokens[r, r]) for r in range(len(prompts))}))  # rows end at various steps
+    greedy = SamplingParams(max_new_tokens=12, stop_token_ids=stop_ids)
+    static = Sampler(model, ByteTokenizer(), engine="static").generate(prompts, greedy)
+    assert len(set(static.lengths.tolist())) > 2  # ragged: the queue really refills slots
+    for max_rows in (2, 3, 0):
+        out = Sampler(model, ByteTokenizer(), max_rows=max_rows).generate(prompts, greedy)
+        np.testing.assert_array_equal(out.tokens, static.tokens)
+        np.testing.assert_array_equal(out.lengths, static.lengths)
+        np.testing.assert_array_equal(out.done, static.done)
+        np.testing.assert_allclose(out.logprobs, static.logprobs, atol=1e-5)
+    sampled = SamplingParams(max_new_tokens=12, temperature=1.0, n=2, stop_token_ids=tuple(range(1, 256, 9)))
+    runs = [Sampler(model, ByteTokenizer(), max_rows=m).generate(prompts, sampled, seed=5) for m in (2, 4, 0)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.tokens, runs[0].tokens)
+        np.testing.assert_array_equal(other.lengths, runs[0].lengths)
+        np.testing.assert_allclose(other.logprobs, runs[0].logprobs, atol=1e-5)
+    assert runs[0].prompt_index.tolist() == [i for i in range(len(prompts)) for _ in range(2)]
+    with pytest.raises(ValueError, match="max_rows=1"):
+        Sampler(model, ByteTokenizer(), max_rows=1).generate(prompts, sampled)
+
+
+def test_stop_strings_end_rows_inside_the_decode_loop(tiny):
+    """With a byte-level vocabulary the stop string is checked on device: a row ends at the token completing it
+    even with the host cut switched off, and everything after it is zero."""
+    _, model, _ = tiny
+    sampler = Sampler(model, ByteLevelTokenizer())
+    free = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=20, stop_token_ids=()))
+    text = free.texts[1]  # stop strings are matched in UTF-8: take an ASCII needle, one byte per token
+    start = next(i for i in range(1, len(text) - 1) if text[i : i + 2].isascii() and text[i : i + 2].isprintable())
+    needle = text[start : start + 2]
+    params = SamplingParams(max_new_tokens=20, stop_token_ids=(), stop_strings=(needle,))
+    sampler._apply_stop_strings = lambda ids, stops: (ByteTokenizer().decode(ids), None)  # no host cut
+    out = sampler.generate(PROMPTS, params)
+    end = text.index(needle) + len(needle)
+    assert out.done[1] and out.lengths[1] == end and out.texts[1] == text[:end]
+    assert not out.tokens[1, end:].any() and not out.logprobs[1, end:].any()
+    for row in (0, 2):  # rows without the needle run to the end
+        assert (needle in free.texts[row]) == bool(out.done[row])
 
 
 def test_stop_string_rules():

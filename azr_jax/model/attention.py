@@ -288,7 +288,10 @@ def ragged_decode_attention(q, k, v, valid, cache_k, cache_v, cache_valid, fille
     Numerics as `transformer.attention`: q is scaled by 1/sqrt(D) in its own dtype, the cache is cast to q's
     (keys) and v's (values) dtype, scores and softmax statistics are float32, probabilities are cast to v's dtype
     before the PV product (accumulated in float32); the result is in v's dtype. A query with no visible key
-    (padding: the plain version averages over every masked key there) gets output 0.
+    (padding: the plain version averages over every masked key there) gets output 0. Decode only: the loop
+    with a traced trip count has no reverse-mode derivative. On CPU, XLA computes bfloat16 in float32 and hoists
+    the conversion of the whole cache out of the loop, so a bfloat16 cache costs O(S) there again (float32 does
+    not).
 
     On TPU the Pallas kernels `jax.experimental.pallas.ops.tpu.ragged_paged_attention` (per-row lengths over a
     paged cache, mixed prefill/decode) and `...tpu.paged_attention` (decode, per-row lengths) would do this
@@ -332,7 +335,7 @@ def ragged_decode_attention(q, k, v, valid, cache_k, cache_v, cache_valid, fille
         scores = jnp.einsum("bkgtd,bkcd->bkgtc", q, keys, preferred_element_type=jnp.float32)
         return fold(carry, scores, (kvalid & inside)[:, None, None, None, :], values)
 
-    _, l, acc = jax.lax.fori_loop(0, (s + bs - 1) // bs, block, carry)
+    _, l, acc = jax.lax.fori_loop(0, (filled + bs - 1) // bs, block, carry)
     out = acc / jnp.where(l > 0, l, 1.0)[..., None]  # [B,K,G,T,D]
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d).astype(v.dtype)
 

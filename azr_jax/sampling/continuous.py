@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from azr_jax import distributed
 from azr_jax.model import KVCache, Transformer, batch_split, positions_from_mask
 from azr_jax.model.transformer import constrain
+from azr_jax.sampling import stops
 
 
 class _Slots(NamedTuple):
@@ -40,11 +41,10 @@ class _Slots(NamedTuple):
     row: jax.Array  # [S] int32 the request row in the slot (its randomness derives from it)
     tokens: jax.Array  # [S, max_new_tokens] int32
     logp: jax.Array  # [S, max_new_tokens] float32
+    stop_state: jax.Array  # [S, stop strings] int32: each stop string's automaton state (`stops.py`)
 
 
-_AXES = _Slots(
-    KVCache.logical_axes()._replace(index=("batch",)), *[("batch",)] * 6, ("batch", None), ("batch", None)
-)
+_AXES = _Slots(KVCache.logical_axes()._replace(index=("batch",)), *[("batch",)] * 6, *[("batch", None)] * 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,18 +72,30 @@ def _pick(key, rows, steps, logits, st):
     return tok, logp
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "shape"))
-def _empty(*, cfg, shape: _Shape) -> _Slots:
+def _stop(tables, state, tok, stop_ids):
+    """(new automaton state, stopped): a stop token, or a stop string completed by this token."""
+    hit = jnp.isin(tok, stop_ids)
+    if tables is None:
+        return state, hit
+    state, stopped = stops.advance(tables, state, tok)
+    return state, hit | stopped
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "shape", "num_stops"))
+def _empty(*, cfg, shape: _Shape, num_stops: int) -> _Slots:
     s, new = shape.slots, shape.sampling.max_new_tokens
     cache = KVCache.create(cfg, s, shape.cache_len, jnp.dtype(shape.sampling.cache_dtype))
     cache = cache._replace(index=jnp.zeros((s,), jnp.int32))
     zeros, false = jnp.zeros((s,), jnp.int32), jnp.zeros((s,), bool)
     out = jnp.zeros((s, new), jnp.int32)
-    return _constrain(_Slots(cache, zeros, zeros, zeros, false, false, zeros - 1, out, out.astype(jnp.float32)))
+    stop_state = jnp.zeros((s, num_stops), jnp.int32)
+    return _constrain(
+        _Slots(cache, zeros, zeros, zeros, false, false, zeros - 1, out, out.astype(jnp.float32), stop_state)
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape"), donate_argnames=("slots",))
-def _insert(graphdef, state, slots: _Slots, tokens, valid, where, rows, key, *, shape: _Shape) -> _Slots:
+def _insert(graphdef, state, slots: _Slots, tokens, valid, where, rows, key, tables, *, shape: _Shape) -> _Slots:
     """Prefills k prompts ([k, P], left-padded) once and places their n rows each in slots `where` ([k * n];
     an index >= slots marks a filler row, dropped), with each row's first token."""
     model: Transformer = nnx.merge(graphdef, state)
@@ -94,7 +106,8 @@ def _insert(graphdef, state, slots: _Slots, tokens, valid, where, rows, key, *, 
     h, small = model.hidden(tokens, positions, valid, small, prefill=True)
     rep = lambda x, axis=0: jnp.repeat(x, st.n, axis=axis)  # noqa: E731
     tok, logp = _pick(key, rows, jnp.zeros_like(rows), rep(model.logits(h[:, -1:])[:, 0]), st)
-    stop = jnp.isin(tok, jnp.asarray(st.stop_ids, jnp.int32))
+    fresh = slots.stop_state[:1].repeat(k * st.n, 0) if tables is None else stops.initial_state(tables, k * st.n)
+    stop_state, stop = _stop(tables, fresh, tok, jnp.asarray(st.stop_ids, jnp.int32))
     c = slots.cache
     row_valid = jnp.zeros((k * st.n, shape.cache_len), bool).at[:, :p].set(rep(valid))
     put = lambda x, value: x.at[where].set(value, mode="drop")  # noqa: E731
@@ -116,12 +129,13 @@ def _insert(graphdef, state, slots: _Slots, tokens, valid, where, rows, key, *, 
             put(slots.row, rows),
             put(slots.tokens, first(tok, jnp.int32)),
             put(slots.logp, first(logp, jnp.float32)),
+            put(slots.stop_state, stop_state),
         )
     )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape"), donate_argnames=("slots",))
-def _decode(graphdef, state, slots: _Slots, key, target_free, *, shape: _Shape) -> _Slots:
+def _decode(graphdef, state, slots: _Slots, key, target_free, tables, *, shape: _Shape) -> _Slots:
     """Decodes every live slot until at least `target_free` slots are not live (or none is)."""
     model: Transformer = nnx.merge(graphdef, state)
     st = shape.sampling
@@ -136,7 +150,8 @@ def _decode(graphdef, state, slots: _Slots, key, target_free, *, shape: _Shape) 
         h, cache = model.hidden(c.tok[:, None], c.pos[:, None], c.live[:, None], c.cache)
         tok, logp = _pick(key, c.row, c.step, model.logits(h)[:, 0], st)
         at = jnp.where(c.live, c.step, st.max_new_tokens)  # finished rows write nowhere
-        stop = c.live & jnp.isin(tok, stop_ids)
+        stop_state, stop = _stop(tables, c.stop_state, tok, stop_ids)
+        stop = c.live & stop
         step = c.step + c.live
         return _constrain(
             _Slots(
@@ -149,6 +164,7 @@ def _decode(graphdef, state, slots: _Slots, key, target_free, *, shape: _Shape) 
                 c.row,
                 c.tokens.at[ar, at].set(tok, mode="drop"),
                 c.logp.at[ar, at].set(logp, mode="drop"),
+                jnp.where(c.live[:, None], stop_state, c.stop_state),
             )
         )
 
@@ -186,8 +202,10 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key) -> "Samples
     def put(x):
         return x if replicated is None else distributed.put(x, replicated)
 
+    tables = sampler.stop_tables(params.stop_strings, replicated)
+    num_stops = 0 if tables is None else int(tables.init.shape[0])
     with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
-        device = _empty(cfg=sampler.model.cfg, shape=shape)
+        device = _empty(cfg=sampler.model.cfg, shape=shape, num_stops=num_stops)
         queue = collections.deque(range(len(prompts)))
         free, busy = list(range(slots)), set()
         out_tokens = np.zeros((total, params.max_new_tokens), np.int32)
@@ -209,10 +227,10 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key) -> "Samples
                 busy.update(free[: k * n])
                 free = free[k * n :]
                 device = _insert(
-                    graphdef, state, device, put(tokens), put(valid), put(where), put(rows), key, shape=shape
+                    graphdef, state, device, put(tokens), put(valid), put(where), put(rows), key, tables, shape=shape
                 )
             target = n if queue else slots  # refill as soon as one more prompt fits; at the end, drain
-            device = _decode(graphdef, state, device, key, put(np.int32(target)), shape=shape)
+            device = _decode(graphdef, state, device, key, put(np.int32(target)), tables, shape=shape)
             live = distributed.to_host(device.live)
             finished = sorted(s for s in busy if not live[s])
             if finished:
@@ -226,7 +244,7 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key) -> "Samples
                 free = sorted(free + finished)
     for r in range(total):  # the stop token, when any, is kept; everything after a row's end is zero
         out_tokens[r, lengths[r] :], out_logp[r, lengths[r] :] = 0, 0.0
-    texts = []
+    texts = []  # the host cut (linear) stays authoritative: stops the automaton cannot encode, other tokenizers
     for r in range(total):
         text, cut = sampler._apply_stop_strings(out_tokens[r, : lengths[r]], params.stop_strings)
         if cut is not None:

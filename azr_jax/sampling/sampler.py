@@ -459,6 +459,19 @@ class Sampler:
     def token_bytes(self) -> "TokenBytes | None":
         return TokenBytes.build(self.tokenizer)
 
+    def stop_tables(self, stop_strings: Sequence[StopString], sharding=None):
+        """The device tables of `stop_strings` for checking them inside the decode loop (`stops.py`), built once
+        per set; None when there are none or the tokenizer's bytes are unknown (the host cut then does it all)."""
+        from azr_jax.sampling.stops import StopAutomaton
+
+        if not stop_strings or self.token_bytes is None:
+            return None
+        cache = self.__dict__.setdefault("_stop_tables", {})
+        if stop_strings not in cache:
+            automaton = StopAutomaton.build(stop_strings, self.token_bytes)
+            cache[stop_strings] = automaton.arrays(sharding) if automaton.stops else None
+        return cache[stop_strings]
+
     def _apply_stop_strings(self, ids: np.ndarray, stop_strings: Sequence[StopString]) -> tuple[str, int | None]:
         """(text, cut): text up to and including the earliest-ending stop; cut = the tokens that produce it."""
         return cut_at_stop(self.tokenizer, ids, stop_strings, self.token_bytes if stop_strings else None)

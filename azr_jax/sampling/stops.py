@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from azr_jax import distributed
 from azr_jax.sampling.sampler import StopString, TokenBytes
 
 
@@ -146,7 +147,10 @@ class StopAutomaton:
     def arrays(self, device=None) -> StopTables:
         """The tables on `device` (a device or sharding; None: the default device)."""
         return StopTables(
-            *(jax.device_put(x, device) for x in (self.token_bytes, self.token_len, self.trans, self.accept, self.init))
+            *(
+                jax.device_put(x) if device is None else distributed.put(x, device)
+                for x in (self.token_bytes, self.token_len, self.trans, self.accept, self.init)
+            )
         )
 
     def initial_state(self, rows: int) -> jax.Array:
@@ -169,7 +173,7 @@ def advance(tables: StopTables, state: jax.Array, tokens: jax.Array) -> tuple[ja
 
     def step(m, state):
         byte = tables.token_bytes[ids, m].astype(jnp.int32)
-        return jnp.where((m <= lens)[:, None], tables.trans[state, byte[:, None]], state)
+        return jnp.where((m < lens)[:, None], tables.trans[state, byte[:, None]], state)
 
     state = jax.lax.fori_loop(0, jnp.max(lens, initial=0), step, state)
     return state, jnp.any(tables.accept[state], axis=-1)
