@@ -198,7 +198,8 @@ def plan(config, devices, platform: str, log=print) -> list[Row]:
             tokens = jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=batch)
             valid = jax.ShapeDtypeStruct((b, p), jnp.bool_, sharding=batch)
             log(f"plan: compiling {name} ({b} prompts x {n} of {p} + {new_tokens} tokens)")
-            lowered = _generate.lower(graphdef, params, tokens, valid, key, static=sampler.static(s))
+            limits = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=logical_sharding(("batch",), mesh, (b,)))
+            lowered = _generate.lower(graphdef, params, tokens, valid, limits, key, static=sampler.static(s))
             peak, temps, ok = _program_peak(lowered, p_bytes)
             cache = KVCache(*jax.eval_shape(lambda: KVCache.create(cfg, b * n, p + new_tokens, sampler.cache_dtype)))
             kv = sum(

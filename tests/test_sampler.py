@@ -147,7 +147,7 @@ def test_static_calls_are_split_under_the_row_and_kv_cache_bounds(tiny):
     bounded = Sampler(model, ByteTokenizer(), max_rows=2, engine="static")
     calls = []
     original = bounded._generate_call
-    bounded._generate_call = lambda ps, params, key: calls.append(len(ps)) or original(ps, params, key)
+    bounded._generate_call = lambda ps, params, key, limits: calls.append(len(ps)) or original(ps, params, key, limits)
     whole, parts = sampler.generate(prompts, greedy), bounded.generate(prompts, greedy)
     assert calls == [2, 2, 1]
     np.testing.assert_array_equal(parts.tokens, whole.tokens)

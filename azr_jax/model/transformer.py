@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from azr_jax.model.attention import attend
+from azr_jax.model.attention import attend, ragged_decode_attention
 from azr_jax.model.config import ModelConfig
 from azr_jax.model.sharding import logical_to_spec
 
@@ -169,7 +169,7 @@ class Transformer(nnx.Module):
     def _layer_weights(self) -> dict[str, jax.Array]:
         return {name: getattr(self, name)[...] for name in self.LAYER_PARAMS if hasattr(self, name)}
 
-    def _block(self, x, w, positions, valid, cache_kv=None, cache_valid=None):
+    def _block(self, x, w, positions, valid, cache_kv=None, cache_valid=None, filled=None):
         """One decoder layer; returns the new activations and this layer's new keys and values."""
         cfg, cdt = self.cfg, jnp.dtype(self.cfg.compute_dtype)
         w = jax.tree.map(lambda a: a.astype(cdt), w)
@@ -183,8 +183,8 @@ class Transformer(nnx.Module):
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         if cache_kv is None:  # training, or prefill into an empty cache: the configured implementation
             attn = attend(q, k, v, valid, cfg.attention)
-        else:  # decoding: a few new tokens over the cache
-            attn = attention(q, k, v, valid, *cache_kv, cache_valid)
+        else:  # decoding: a few new tokens over the filled part of the cache only
+            attn = ragged_decode_attention(q, k, v, valid, *cache_kv, cache_valid, filled)
         x = x + jnp.einsum("bthd,hde->bte", attn, w["o"])
         hn = rms_norm(x, w["mlp_norm"], cfg.rms_norm_eps)
         mlp = jax.nn.silu(jnp.einsum("bte,em->btm", hn, w["gate"])) * jnp.einsum("bte,em->btm", hn, w["up"])
@@ -223,9 +223,11 @@ class Transformer(nnx.Module):
                 x, (k, v) = jax.lax.scan(lambda x, w: self._block(x, w, positions, token_valid), x, weights)
             else:
 
+                filled = cache.index if cache.index.ndim == 0 else jnp.max(cache.index)  # slots written so far
+
                 def body(x, layer):
                     w, ck, cv = layer
-                    return self._block(x, w, positions, token_valid, (ck, cv), cache.valid)
+                    return self._block(x, w, positions, token_valid, (ck, cv), cache.valid, filled)
 
                 x, (k, v) = jax.lax.scan(body, x, (weights, cache.k, cache.v))
             cache = self._write_cache(cache, k, v, token_valid)

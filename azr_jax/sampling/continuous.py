@@ -42,9 +42,10 @@ class _Slots(NamedTuple):
     tokens: jax.Array  # [S, max_new_tokens] int32
     logp: jax.Array  # [S, max_new_tokens] float32
     stop_state: jax.Array  # [S, stop strings] int32: each stop string's automaton state (`stops.py`)
+    limit: jax.Array  # [S] int32: the row's token budget (<= max_new_tokens)
 
 
-_AXES = _Slots(KVCache.logical_axes()._replace(index=("batch",)), *[("batch",)] * 6, *[("batch", None)] * 3)
+_AXES = _Slots(KVCache.logical_axes()._replace(index=("batch",)), *[("batch",)] * 6, *[("batch", None)] * 3, ("batch",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +91,16 @@ def _empty(*, cfg, shape: _Shape, num_stops: int) -> _Slots:
     out = jnp.zeros((s, new), jnp.int32)
     stop_state = jnp.zeros((s, num_stops), jnp.int32)
     return _constrain(
-        _Slots(cache, zeros, zeros, zeros, false, false, zeros - 1, out, out.astype(jnp.float32), stop_state)
+        _Slots(cache, zeros, zeros, zeros, false, false, zeros - 1, out, out.astype(jnp.float32), stop_state, zeros)
     )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape"), donate_argnames=("slots",))
-def _insert(graphdef, state, slots: _Slots, tokens, valid, where, rows, key, tables, *, shape: _Shape) -> _Slots:
-    """Prefills k prompts ([k, P], left-padded) once and places their n rows each in slots `where` ([k * n];
-    an index >= slots marks a filler row, dropped), with each row's first token."""
+def _insert(
+    graphdef, state, slots: _Slots, tokens, valid, limits, where, rows, key, tables, *, shape: _Shape
+) -> _Slots:
+    """Prefills k prompts ([k, P], left-padded; `limits` [k] their token budgets) once and places their n rows
+    each in slots `where` ([k * n]; an index >= slots marks a filler row, dropped), with each row's first token."""
     model: Transformer = nnx.merge(graphdef, state)
     st = shape.sampling
     k, p = tokens.shape
@@ -124,12 +127,13 @@ def _insert(graphdef, state, slots: _Slots, tokens, valid, where, rows, key, tab
             put(slots.tok, tok),
             put(slots.pos, rep(positions[:, -1] + 1)),
             put(slots.step, 1),
-            put(slots.live, ~stop & (st.max_new_tokens > 1)),
+            put(slots.live, ~stop & (rep(limits) > 1)),
             put(slots.stopped, stop),
             put(slots.row, rows),
             put(slots.tokens, first(tok, jnp.int32)),
             put(slots.logp, first(logp, jnp.float32)),
             put(slots.stop_state, stop_state),
+            put(slots.limit, rep(limits)),
         )
     )
 
@@ -159,12 +163,13 @@ def _decode(graphdef, state, slots: _Slots, key, target_free, tables, *, shape: 
                 tok,
                 c.pos + 1,
                 step,
-                c.live & ~stop & (step < st.max_new_tokens),
+                c.live & ~stop & (step < c.limit),
                 c.stopped | stop,
                 c.row,
                 c.tokens.at[ar, at].set(tok, mode="drop"),
                 c.logp.at[ar, at].set(logp, mode="drop"),
                 jnp.where(c.live[:, None], stop_state, c.stop_state),
+                c.limit,
             )
         )
 
@@ -176,7 +181,7 @@ def _take(slots: _Slots, idx):
     return slots.tokens[idx], slots.logp[idx], slots.step[idx], slots.stopped[idx], slots.row[idx]
 
 
-def generate(sampler, prompts: Sequence[Sequence[int]], params, key) -> "Samples":
+def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Sequence[int]) -> "Samples":
     """`Sampler.generate` with continuous batching: every prompt's n samples, in request order."""
     from azr_jax.sampling.sampler import Samples, _bucket
 
@@ -218,8 +223,10 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key) -> "Samples
                 p = _bucket(max(len(prompts[i]) for i in batch), sampler.prompt_buckets, 16)
                 kb = _bucket(k, None, 1)  # a few compiled shapes; filler rows are dropped
                 tokens, valid = np.zeros((kb, p), np.int32), np.zeros((kb, p), bool)
+                budget = np.ones(kb, np.int32)
                 for j, i in enumerate(batch + [batch[0]] * (kb - k)):
                     tokens[j, p - len(prompts[i]) :], valid[j, p - len(prompts[i]) :] = prompts[i], True
+                    budget[j] = limits[i]
                 where = np.full(kb * n, slots, np.int32)
                 where[: k * n] = free[: k * n]
                 rows = np.zeros(kb * n, np.int32)
@@ -227,7 +234,13 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key) -> "Samples
                 busy.update(free[: k * n])
                 free = free[k * n :]
                 device = _insert(
-                    graphdef, state, device, put(tokens), put(valid), put(where), put(rows), key, tables, shape=shape
+                    graphdef,
+                    state,
+                    device,
+                    *map(put, (tokens, valid, budget, where, rows)),
+                    key,
+                    tables,
+                    shape=shape,
                 )
             target = n if queue else slots  # refill as soon as one more prompt fits; at the end, drain
             device = _decode(graphdef, state, device, key, put(np.int32(target)), tables, shape=shape)

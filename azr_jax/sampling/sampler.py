@@ -168,7 +168,7 @@ class _Static:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "static"))
-def _generate(graphdef, state, tokens, valid, key, *, static: _Static):
+def _generate(graphdef, state, tokens, valid, limits, key, *, static: _Static):
     model: Transformer = nnx.merge(graphdef, state)
     b, p = tokens.shape
     cfg = model.cfg
@@ -186,7 +186,7 @@ def _generate(graphdef, state, tokens, valid, key, *, static: _Static):
             rep(cache.valid),
             cache.index,
         )
-        last_logits, next_pos = rep(last_logits), rep(next_pos)
+        last_logits, next_pos, limits = rep(last_logits), rep(next_pos), rep(limits)
     rows = b * static.n
     stop_ids = jnp.asarray(static.stop_ids, jnp.int32)
 
@@ -202,20 +202,22 @@ def _generate(graphdef, state, tokens, valid, key, *, static: _Static):
     out_logp = jnp.zeros((rows, static.max_new_tokens), jnp.float32).at[:, 0].set(logp)
     done = jnp.isin(tok, stop_ids)
     lengths = jnp.ones((rows,), jnp.int32)
+    finished = lambda done, lengths: done | (lengths >= limits)  # noqa: E731 - a stop, or the row's token budget
 
     def cond(carry):
-        step, _, _, _, done, *_ = carry
-        return (step < static.max_new_tokens) & ~jnp.all(done)
+        step, _, _, _, done, lengths, *_ = carry
+        return (step < static.max_new_tokens) & ~jnp.all(finished(done, lengths))
 
     def body(carry):
         step, cache, tok, pos, done, lengths, out_tokens, out_logp = carry
         h, cache = model.hidden(tok[:, None], pos[:, None], jnp.ones((rows, 1), bool), cache)
         tok, logp = pick(step, model.logits(h)[:, 0])
-        tok = jnp.where(done, 0, tok)
+        over = finished(done, lengths)
+        tok = jnp.where(over, 0, tok)
         out_tokens = out_tokens.at[:, step].set(tok)
-        out_logp = out_logp.at[:, step].set(jnp.where(done, 0.0, logp))
-        lengths = lengths + (~done).astype(jnp.int32)
-        done = done | jnp.isin(tok, stop_ids)
+        out_logp = out_logp.at[:, step].set(jnp.where(over, 0.0, logp))
+        lengths = lengths + (~over).astype(jnp.int32)
+        done = done | (~over & jnp.isin(tok, stop_ids))
         return step + 1, cache, tok, pos + 1, done, lengths, out_tokens, out_logp
 
     carry = (jnp.int32(1), cache, tok, next_pos, done, lengths, out_tokens, out_logp)
@@ -400,20 +402,35 @@ class Sampler:
             self.cache_dtype,
         )
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seed: int | jax.Array = 0) -> Samples:
-        """n samples of every prompt; split into several calls when one would exceed `rows_per_call` (the
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        seed: int | jax.Array = 0,
+        limits: Sequence[int] | None = None,
+    ) -> Samples:
+        """n samples of every prompt (`limits`: each prompt's token budget, at most max_new_tokens; a request's
+        own `max_tokens`). The static engine splits the request into calls of at most `rows_per_call` rows (the
         samples of one prompt always share a call; the call that starts at prompt i > 0 draws with
-        `fold_in(key, i)`)."""
+        `fold_in(key, i)`); the continuous engine decodes that many rows at a time (`continuous.py`)."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        limits = [params.max_new_tokens] * len(prompts) if limits is None else [int(x) for x in limits]
+        if len(limits) != len(prompts) or not all(1 <= x <= params.max_new_tokens for x in limits):
+            raise ValueError(f"limits: one per prompt, each in [1, max_new_tokens={params.max_new_tokens}]")
         key = jax.random.key(seed) if isinstance(seed, int) else seed
         if self.engine == "continuous":
             from azr_jax.sampling import continuous
 
-            return continuous.generate(self, prompts, params, key)
+            return continuous.generate(self, prompts, params, key, limits)
         per_call, _, _ = self.call_shape(len(prompts), max(map(len, prompts)), params)
         parts = [
-            self._generate_call(prompts[i : i + per_call], params, key if i == 0 else jax.random.fold_in(key, i))
+            self._generate_call(
+                prompts[i : i + per_call],
+                params,
+                key if i == 0 else jax.random.fold_in(key, i),
+                limits[i : i + per_call],
+            )
             for i in range(0, len(prompts), per_call)
         ]
         if len(parts) == 1:
@@ -424,7 +441,9 @@ class Sampler:
             [t for x in parts for t in x.texts],
         )
 
-    def _generate_call(self, prompts: Sequence[Sequence[int]], params: SamplingParams, key: jax.Array) -> Samples:
+    def _generate_call(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, key: jax.Array, limits: Sequence[int]
+    ) -> Samples:
         n_prompts = len(prompts)
         p = _bucket(max(map(len, prompts)), self.prompt_buckets, 16)
         mesh = self._mesh()
@@ -434,15 +453,18 @@ class Sampler:
         for i, ids in enumerate(prompts):
             tokens[i, p - len(ids) :], valid[i, p - len(ids) :] = ids, True
         tokens[n_prompts:, -1], valid[n_prompts:, -1] = tokens[0, -1], True  # filler rows, dropped below
+        budget = np.ones(b, np.int32)
+        budget[:n_prompts] = limits
         static = self.static(params)
         graphdef, state = nnx.split(self.model)
         if mesh is not None:
             batch = logical_sharding(("batch", None), mesh, tokens.shape)
             tokens, valid = distributed.put(tokens, batch), distributed.put(valid, batch)
+            budget = distributed.put(budget, logical_sharding(("batch",), mesh, budget.shape))
             with jax.set_mesh(mesh):
-                out = _generate(graphdef, state, tokens, valid, key, static=static)
+                out = _generate(graphdef, state, tokens, valid, budget, key, static=static)
         else:
-            out = _generate(graphdef, state, tokens, valid, key, static=static)
+            out = _generate(graphdef, state, tokens, valid, budget, key, static=static)
         out_tokens, out_logp, lengths, done = (np.array(x) for x in distributed.to_host(out))
         keep = n_prompts * params.n
         out_tokens, out_logp, lengths, done = out_tokens[:keep], out_logp[:keep], lengths[:keep], done[:keep]
