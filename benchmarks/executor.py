@@ -39,41 +39,57 @@ WORDS = "apple banana cherry delta echo fox golf hotel india juliet kilo lima ma
 
 TEMPLATES = [
     # (program, input generator)
-    ("""def f(s: str) -> str:
+    (
+        """def f(s: str) -> str:
     words = s.split()
     out = []
     for i, w in enumerate(words):
         out.append(w[::-1] if i % {k} == 0 else w.upper())
     return ' '.join(out)
-""", lambda r: repr(" ".join(r.choice(WORDS) for _ in range(r.randint(3, 8))))),
-    ("""def f(nums):
+""",
+        lambda r: repr(" ".join(r.choice(WORDS) for _ in range(r.randint(3, 8)))),
+    ),
+    (
+        """def f(nums):
     prefix, total = [], 0
     for n in nums:
         total = (total + n * {k}) % 97
         prefix.append(total)
     return prefix
-""", lambda r: repr([r.randint(-50, 50) for _ in range(r.randint(4, 12))])),
-    ("""from collections import Counter
+""",
+        lambda r: repr([r.randint(-50, 50) for _ in range(r.randint(4, 12))]),
+    ),
+    (
+        """from collections import Counter
 
 def f(text):
     counts = Counter(c for c in text.lower() if c.isalpha())
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return ranked[:{k}]
-""", lambda r: repr(" ".join(r.choice(WORDS) for _ in range(r.randint(2, 6))))),
-    ("""def f(n):
+""",
+        lambda r: repr(" ".join(r.choice(WORDS) for _ in range(r.randint(2, 6)))),
+    ),
+    (
+        """def f(n):
     steps = 0
     while n != 1 and steps < 500:
         n = n // 2 if n % 2 == 0 else {k} * n + 1
         steps += 1
     return steps
-""", lambda r: str(r.randint(2, 5000))),
-    ("""def helper(word, shift):
+""",
+        lambda r: str(r.randint(2, 5000)),
+    ),
+    (
+        """def helper(word, shift):
     return ''.join(chr((ord(c) - 97 + shift) % 26 + 97) for c in word)
 
 def f(words, shift):
     return {{w: helper(w, shift + {k}) for w in words}}
-""", lambda r: f"{r.sample(WORDS, r.randint(2, 4))!r}, {r.randint(0, 25)}"),
-    ("""def f(s):
+""",
+        lambda r: f"{r.sample(WORDS, r.randint(2, 4))!r}, {r.randint(0, 25)}",
+    ),
+    (
+        """def f(s):
     result, i = [], 0
     while i < len(s):
         j = i
@@ -82,8 +98,11 @@ def f(words, shift):
         result.append((s[i], j - i + {k}))
         i = j
     return result
-""", lambda r: repr("".join(r.choice("aab") for _ in range(r.randint(4, 14))))),
-    ("""def f(matrix):
+""",
+        lambda r: repr("".join(r.choice("aab") for _ in range(r.randint(4, 14)))),
+    ),
+    (
+        """def f(matrix):
     rows = len(matrix)
     cols = len(matrix[0])
     out = [[0] * rows for _ in range(cols)]
@@ -91,31 +110,43 @@ def f(words, shift):
         for j in range(cols):
             out[j][i] = matrix[i][j] * {k}
     return out
-""", lambda r: repr([[r.randint(0, 9) for _ in range(3)] for _ in range(r.randint(2, 4))])),
-    ("""from typing import List, Dict
+""",
+        lambda r: repr([[r.randint(0, 9) for _ in range(3)] for _ in range(r.randint(2, 4))]),
+    ),
+    (
+        """from typing import List, Dict
 
 def f(items: List[str]) -> Dict[int, List[str]]:
     groups = {{}}
     for item in items:
         groups.setdefault(len(item) % {k}, []).append(item)
     return {{k: sorted(v) for k, v in sorted(groups.items())}}
-""", lambda r: repr(r.sample(WORDS, r.randint(3, 8)))),
-    ("""def f(nums, target):
+""",
+        lambda r: repr(r.sample(WORDS, r.randint(3, 8))),
+    ),
+    (
+        """def f(nums, target):
     seen = {{}}
     for i, n in enumerate(nums):
         if target - n in seen:
             return (seen[target - n], i + {k})
         seen[n] = i
     return None
-""", lambda r: f"{[r.randint(0, 20) for _ in range(r.randint(4, 10))]!r}, {r.randint(5, 30)}"),
-    ("""import math
+""",
+        lambda r: f"{[r.randint(0, 20) for _ in range(r.randint(4, 10))]!r}, {r.randint(5, 30)}",
+    ),
+    (
+        """import math
 
 def f(a, b):
     g = math.gcd(a, b)
     digits = sum(int(d) for d in str(a * b))
     return g, digits % {k}, a // g + b // g
-""", lambda r: f"{r.randint(1, 10**6)}, {r.randint(1, 10**6)}"),
-    ("""def f(stack_ops):
+""",
+        lambda r: f"{r.randint(1, 10**6)}, {r.randint(1, 10**6)}",
+    ),
+    (
+        """def f(stack_ops):
     stack, popped = [], []
     for op in stack_ops:
         if op == 'pop':
@@ -124,15 +155,20 @@ def f(a, b):
         else:
             stack.append(op * {k})
     return stack, popped
-""", lambda r: repr([r.choice(["pop", "a", "b", "cd"]) for _ in range(r.randint(3, 10))])),
-    ("""def f(s):
+""",
+        lambda r: repr([r.choice(["pop", "a", "b", "cd"]) for _ in range(r.randint(3, 10))]),
+    ),
+    (
+        """def f(s):
     vowels = set('aeiou')
     best, cur = 0, 0
     for c in s:
         cur = cur + 1 if c in vowels else 0
         best = max(best, cur)
     return {{'best': best, 'len': len(s) + {k}, 'palindrome': s == s[::-1]}}
-""", lambda r: repr(r.choice(WORDS) + r.choice(["aei", "racecar", "ooo", "xyz"]))),
+""",
+        lambda r: repr(r.choice(WORDS) + r.choice(["aei", "racecar", "ooo", "xyz"])),
+    ),
 ]
 
 
@@ -171,8 +207,9 @@ def reference_execute(lines, timeout_length=10):
 
 
 def reference_apply(pool, snippet, timeout=10):
-    future = pool.map(functools.partial(reference_execute, timeout_length=timeout),
-                      [snippet.split("\n")], timeout=timeout)
+    future = pool.map(
+        functools.partial(reference_execute, timeout_length=timeout), [snippet.split("\n")], timeout=timeout
+    )
     return list(future.result())[0]
 
 
@@ -199,9 +236,14 @@ def subprocess_validate(program, inp, timeout=5.0):
         return False
     outputs = []
     for _ in range(2):
-        p = subprocess.run([sys.executable, "-I", "-c", SUBPROCESS_RUNNER],
-                           input=f"{program}\n_out = f({inp})\n", capture_output=True, text=True,
-                           timeout=timeout, env={"PYTHONHASHSEED": "0"})
+        p = subprocess.run(
+            [sys.executable, "-I", "-c", SUBPROCESS_RUNNER],
+            input=f"{program}\n_out = f({inp})\n",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={"PYTHONHASHSEED": "0"},
+        )
         if p.returncode != 0:
             return False
         outputs.append(p.stdout)
@@ -237,29 +279,42 @@ def main():
 
     with ProcessPool(max_workers=1) as reference_pool:
         reference_apply(reference_pool, "x = 1\nx")  # worker started
-        serial = timed("(a) reference: serial, one warm pebble worker", len(programs),
-                       lambda: [reference_validate(functools.partial(reference_apply, reference_pool),
-                                                   p, i) for p, i in programs])
+        serial = timed(
+            "(a) reference: serial, one warm pebble worker",
+            len(programs),
+            lambda: [reference_validate(functools.partial(reference_apply, reference_pool), p, i) for p, i in programs],
+        )
 
     def pool_per_call(snippet):
         with ProcessPool(max_workers=1) as pool:
             return reference_apply(pool, snippet)
 
     few = programs[:20]
-    timed("(a2) the same, a pebble pool opened per call", len(few),
-          lambda: [reference_validate(pool_per_call, p, i) for p, i in few])
+    timed(
+        "(a2) the same, a pebble pool opened per call",
+        len(few),
+        lambda: [reference_validate(pool_per_call, p, i) for p, i in few],
+    )
 
     few = programs[: max(20, len(programs) // 10)]
     with concurrent.futures.ThreadPoolExecutor(cores) as threads:
-        timed(f"(b) subprocess per run, {cores} at a time", len(few),
-              lambda: list(threads.map(lambda pi: subprocess_validate(*pi), few)))
+        timed(
+            f"(b) subprocess per run, {cores} at a time",
+            len(few),
+            lambda: list(threads.map(lambda pi: subprocess_validate(*pi), few)),
+        )
 
     with ExecutorPool(num_workers=args.workers) as pool:
         pool.validate_proposals(programs[:50])  # warm up
         rates = []
         for _ in range(args.repeats):
-            rates.append(timed(f"ExecutorPool ({pool.isolation})", len(programs),
-                               lambda: [v.ok for v in pool.validate_proposals(programs)]))
+            rates.append(
+                timed(
+                    f"ExecutorPool ({pool.isolation})",
+                    len(programs),
+                    lambda: [v.ok for v in pool.validate_proposals(programs)],
+                )
+            )
         rate = max(rates)
     print(f"per core: {rate / cores:.1f} validations/s")
     print(f"executor speedup vs serial reference: {rate / serial:.2f}x ({rate:.0f} validations/s)")

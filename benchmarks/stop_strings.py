@@ -101,15 +101,21 @@ def main() -> None:
 
     old_per_row, new_per_row = old_s / old_rows, new_s / len(rows)
     scope = "all rows" if old_rows == len(rows) else f"{old_rows} rows, scaled to {len(rows)}"
-    print(f"{len(rows)} rows x {args.tokens} tokens, stop string ~{args.tokens - 30} tokens in; (text, cut) equal on "
-          f"the {old_rows} rows both ran")
+    print(
+        f"{len(rows)} rows x {args.tokens} tokens, stop string ~{args.tokens - 30} tokens in; (text, cut) equal on "
+        f"the {old_rows} rows both ran"
+    )
     print(f"{'':24s}{'old (prefix decodes)':>24s}{'new (cut_at_stop)':>22s}")
     print(f"{'per row':24s}{old_per_row:>23.4f}s{new_per_row * 1e3:>20.3f}ms")
     print(f"{'all rows':24s}{old_per_row * len(rows):>23.1f}s{new_s:>21.2f}s   (old: {scope})")
-    print(f"new, of which the row's own decode: {decode_s:.2f}s; with the self-play rule (after/skip): {rule_s:.2f}s; "
-          f"TokenBytes table, built once: {build_s:.2f}s")
-    print(f"stop strings: old {old_per_row:.3f}s/row, new {new_per_row * 1e3:.3f}ms/row, "
-          f"ratio {old_per_row / new_per_row:.0f}x")
+    print(
+        f"new, of which the row's own decode: {decode_s:.2f}s; with the self-play rule (after/skip): {rule_s:.2f}s; "
+        f"TokenBytes table, built once: {build_s:.2f}s"
+    )
+    print(
+        f"stop strings: old {old_per_row:.3f}s/row, new {new_per_row * 1e3:.3f}ms/row, "
+        f"ratio {old_per_row / new_per_row:.0f}x"
+    )
 
 
 if __name__ == "__main__":
