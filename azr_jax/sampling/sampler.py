@@ -1,6 +1,9 @@
-"""Prefill + decode with a KV cache.
+"""Prefill + decode with a KV cache: the `Sampler` API, token sampling, stop strings, and the static engine.
 
-One jitted function does the whole generation: prefill of left-padded prompts into a cache sized
+`Sampler.generate` runs the continuous engine by default (`continuous.py`: decode slots refilled from the
+request queue as rows finish; stop strings checked on device by `stops.py`). The static engine, kept as the
+baseline, samples a request in fixed batches; one jitted function does a batch's generation: prefill of
+left-padded prompts into a cache sized
 `prompt bucket + max_new_tokens`, then a `lax.while_loop` of one-token steps that stops as soon as every
 row is done. The cache lives in the loop carry, so XLA updates it in place (no copy per step). Prompt
 lengths and batch sizes are rounded up to buckets, so a run compiles a bounded number of shapes.
