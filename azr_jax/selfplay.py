@@ -150,7 +150,7 @@ class SelfPlay:
         self.update_config = update_config_from(config)
         self.key = jax.random.key(config.seed)
         if mesh is not None:  # one global key, replicated: every process draws the same samples
-            replicated = logical_sharding((None,), mesh)
+            replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
             self.key = jax.random.wrap_key_data(distributed.put(np.asarray(jax.random.key_data(self.key)), replicated))
         self.buffers = TaskBuffers.seeded()
         self.dropped_prompts: collections.Counter[str] = collections.Counter()  # group -> prompts too long, this step

@@ -183,7 +183,7 @@ def _take(slots: _Slots, idx):
 
 def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Sequence[int]) -> "Samples":
     """`Sampler.generate` with continuous batching: every prompt's n samples, in request order."""
-    from azr_jax.sampling.sampler import Samples, _bucket
+    from azr_jax.sampling.sampler import _bucket
 
     st, n = sampler.static(params), params.n
     total = len(prompts) * n
@@ -255,13 +255,4 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Seq
                     out_tokens[r], out_logp[r], lengths[r], done[r] = toks[j], logp[j], steps[j], stopped[j]
                 busy.difference_update(finished)
                 free = sorted(free + finished)
-    for r in range(total):  # the stop token, when any, is kept; everything after a row's end is zero
-        out_tokens[r, lengths[r] :], out_logp[r, lengths[r] :] = 0, 0.0
-    texts = []  # the host cut (linear) stays authoritative: stops the automaton cannot encode, other tokenizers
-    for r in range(total):
-        text, cut = sampler._apply_stop_strings(out_tokens[r, : lengths[r]], params.stop_strings)
-        if cut is not None:
-            lengths[r], done[r] = cut, True
-            out_tokens[r, cut:], out_logp[r, cut:] = 0, 0.0
-        texts.append(text)
-    return Samples(out_tokens, lengths, done, out_logp, np.repeat(np.arange(len(prompts)), n), texts)
+    return sampler.samples(out_tokens, out_logp, lengths, done, params)

@@ -107,7 +107,8 @@ class SamplingParams:
     top_k: int = 0  # 0 = no top-k
     n: int = 1  # samples per prompt, sharing one prefill
     stop_token_ids: tuple[int, ...] | None = None  # None: the tokenizer's eos (and pad) tokens
-    # Cut after decode, the stop string kept in the text; the earliest-ending stop wins. A str is StopString(str).
+    # End a row (the stop string kept in the text; the earliest-ending stop wins): checked on device inside the
+    # continuous engine's decode loop, and cut on the host in both engines. A str is StopString(str).
     stop_strings: tuple[str | StopString, ...] = ()
 
     def __post_init__(self):
@@ -470,15 +471,19 @@ class Sampler:
             out = _generate(graphdef, state, tokens, valid, budget, key, static=static)
         out_tokens, out_logp, lengths, done = (np.array(x) for x in distributed.to_host(out))
         keep = n_prompts * params.n
-        out_tokens, out_logp, lengths, done = out_tokens[:keep], out_logp[:keep], lengths[:keep], done[:keep]
+        return self.samples(out_tokens[:keep], out_logp[:keep], lengths[:keep], done[:keep], params)
+
+    def samples(self, tokens, logprobs, lengths, done, params: SamplingParams) -> Samples:
+        """Decoded rows (prompt-major, n per prompt) as `Samples`, each cut after its earliest stop string on the
+        host (linear per row; authoritative where the device check does not apply) and zeroed past its end."""
         texts = []
-        for row in range(keep):
-            text, cut = self._apply_stop_strings(out_tokens[row, : lengths[row]], params.stop_strings)
+        for row in range(len(tokens)):
+            text, cut = self._apply_stop_strings(tokens[row, : lengths[row]], params.stop_strings)
             if cut is not None:
                 lengths[row], done[row] = cut, True
-                out_tokens[row, cut:], out_logp[row, cut:] = 0, 0.0
+            tokens[row, lengths[row] :], logprobs[row, lengths[row] :] = 0, 0.0
             texts.append(text)
-        return Samples(out_tokens, lengths, done, out_logp, np.repeat(np.arange(n_prompts), params.n), texts)
+        return Samples(tokens, lengths, done, logprobs, np.repeat(np.arange(len(tokens) // params.n), params.n), texts)
 
     @functools.cached_property
     def token_bytes(self) -> "TokenBytes | None":
