@@ -26,8 +26,8 @@ def _inputs(t, h, kv, s, starts, ends, new_valid=None, d=16, seed=0, dtype=jnp.f
     return arr(b, t, h, d), arr(b, t, kv, d), arr(b, t, kv, d), valid, arr(b, kv, s, d), arr(b, kv, s, d), cache_valid
 
 
-def _ragged(block_size):
-    return jax.jit(functools.partial(ragged_decode_attention, block_size=block_size))
+def _ragged(block_size, per_row=None):
+    return jax.jit(functools.partial(ragged_decode_attention, block_size=block_size, per_row=per_row))
 
 
 def _reference(q, k, v, valid, ck, cv, cvalid):
@@ -54,13 +54,29 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("per_row", [False, True])
 @pytest.mark.parametrize("t,h,kv,s,block,starts,ends", CASES)
-def test_matches_plain_attention(t, h, kv, s, block, starts, ends):
+def test_matches_plain_attention(t, h, kv, s, block, starts, ends, per_row):
+    """Both loop orders, with one `filled` for the batch (the largest end) and with each row's own end."""
     q, k, v, valid, ck, cv, cvalid = _inputs(t, h, kv, s, starts, ends)
     want = _reference(q, k, v, valid, ck, cv, cvalid)
-    got = _ragged(block)(q, k, v, valid, ck, cv, cvalid, jnp.int32(max(ends)))
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+    for filled in (jnp.int32(max(ends)), jnp.asarray(ends, jnp.int32)):
+        got = _ragged(block, per_row)(q, k, v, valid, ck, cv, cvalid, filled)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+
+
+def test_stacked_cache_read_at_a_layer():
+    """The [layers, B, K, S, D] cache read at `layer` in place equals that layer's [B, K, S, D] cache."""
+    q, k, v, valid, ck, cv, cvalid = _inputs(1, 4, 2, 64, [0, 3, 0], [10, 37, 50])
+    stack = lambda c: jnp.stack([c * 0 + jnp.nan, c, c * 2])  # noqa: E731 - other layers must not leak in
+    for per_row in (False, True):
+        fn = jax.jit(functools.partial(ragged_decode_attention, block_size=16, per_row=per_row))
+        want = fn(q, k, v, valid, ck, cv, cvalid, jnp.int32(50))
+        got = jax.jit(functools.partial(ragged_decode_attention, block_size=16, per_row=per_row, layer=1))(
+            q, k, v, valid, stack(ck), stack(cv), cvalid, jnp.asarray([10, 37, 50], jnp.int32)
+        )
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6, rtol=0)
 
 
 def test_padded_new_tokens_and_empty_rows():
@@ -94,26 +110,32 @@ def test_slots_beyond_filled_are_never_read(t, s, block, filled):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
 
 
-def test_trip_count_follows_filled(monkeypatch):
-    """The compiled loop runs ceil(filled / block) times: counted by a debug callback put, in this test only, into
-    the reader of the validity block (`dynamic_slice_in_dim` along axis 1, once per iteration)."""
+@pytest.mark.parametrize("per_row", [False, True])
+def test_blocks_read_follow_filled(monkeypatch, per_row):
+    """The compiled loops read exactly the blocks below `filled`: counted by a debug callback put, in this test
+    only, into the reader of the validity block (a 2-D `dynamic_slice`, once per block read). Batch-wide, every
+    row's blocks up to the longest; per row, each row's own."""
     q, k, v, valid, ck, cv, cvalid = _inputs(1, 4, 2, 100, [0, 0], [100, 100])
-    starts = []
-    real = jax.lax.dynamic_slice_in_dim
+    reads = []
+    real = jax.lax.dynamic_slice
 
-    def counting(x, start, size, axis=0):
-        if axis == 1:
-            jax.debug.callback(lambda st: starts.append(int(st)), start, ordered=True)
-        return real(x, start, size, axis)
+    def counting(x, starts, sizes, **kw):
+        if x.ndim == 2:
+            jax.debug.callback(lambda r, st, n: reads.append((int(r), int(st), int(n))), *starts, sizes[0], ordered=True)
+        return real(x, starts, sizes, **kw)
 
-    monkeypatch.setattr(jax.lax, "dynamic_slice_in_dim", counting)
-    fn = jax.jit(functools.partial(ragged_decode_attention, block_size=16))  # traced once, with the callback
-    for filled in (0, 1, 16, 17, 50, 99, 100):
-        starts.clear()
-        jax.block_until_ready(fn(q, k, v, valid, ck, cv, cvalid, jnp.int32(filled)))
+    monkeypatch.setattr(jax.lax, "dynamic_slice", counting)
+    fn = jax.jit(functools.partial(ragged_decode_attention, block_size=16, per_row=per_row))  # traced once
+    clamp = lambda j: min(16 * j, 100 - 16)  # noqa: E731 - the last start clamped to S - block
+    for filled in ([0, 0], [1, 0], [16, 3], [17, 50], [99, 100], [100, 40]):
+        reads.clear()
+        jax.block_until_ready(fn(q, k, v, valid, ck, cv, cvalid, jnp.asarray(filled, jnp.int32)))
         jax.effects_barrier()
-        n = -(-filled // 16)
-        assert starts == [min(16 * j, 100 - 16) for j in range(n)], filled  # the last start clamped to S - block
+        if per_row:
+            want = [(r, clamp(j), 1) for r, f in enumerate(filled) for j in range(-(-f // 16))]
+        else:
+            want = [(0, clamp(j), 2) for j in range(-(-max(filled) // 16))]
+        assert reads == want, filled
 
 
 def test_bfloat16_close_to_float32():
@@ -143,7 +165,8 @@ def test_sharded_mesh_gives_the_same_result():
 
     mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     args = _inputs(3, 4, 2, 50, [0, 9, 2, 30], [50, 33, 47, 31])
-    fn = _ragged(16)
+    fn = _ragged(16, per_row=False)
+    rows = _ragged(16, per_row=True)
     want = fn(*args, jnp.int32(50))
     batch = ("data", "fsdp")
     specs = [P(batch, None, "tensor", None)] * 3 + [P(batch, None)] + [P(batch, "tensor", None, None)] * 2
@@ -151,4 +174,6 @@ def test_sharded_mesh_gives_the_same_result():
     args = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip(args, specs)]
     with jax.set_mesh(mesh):
         got = fn(*args, jnp.int32(50))
+        got_rows = rows(*args, jnp.asarray([50, 33, 47, 31], jnp.int32))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.asarray(got_rows), np.asarray(want), atol=1e-6, rtol=0)

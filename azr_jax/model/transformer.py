@@ -169,7 +169,7 @@ class Transformer(nnx.Module):
     def _layer_weights(self) -> dict[str, jax.Array]:
         return {name: getattr(self, name)[...] for name in self.LAYER_PARAMS if hasattr(self, name)}
 
-    def _block(self, x, w, positions, valid, cache_kv=None, cache_valid=None, filled=None):
+    def _block(self, x, w, positions, valid, cache_kv=None, cache_valid=None, filled=None, layer=None):
         """One decoder layer; returns the new activations and this layer's new keys and values."""
         cfg, cdt = self.cfg, jnp.dtype(self.cfg.compute_dtype)
         w = jax.tree.map(lambda a: a.astype(cdt), w)
@@ -184,7 +184,7 @@ class Transformer(nnx.Module):
         if cache_kv is None:  # training, or prefill into an empty cache: the configured implementation
             attn = attend(q, k, v, valid, cfg.attention)
         else:  # decoding: a few new tokens over the filled part of the cache only
-            attn = ragged_decode_attention(q, k, v, valid, *cache_kv, cache_valid, filled)
+            attn = ragged_decode_attention(q, k, v, valid, *cache_kv, cache_valid, filled, layer=layer)
         x = x + jnp.einsum("bthd,hde->bte", attn, w["o"])
         hn = rms_norm(x, w["mlp_norm"], cfg.rms_norm_eps)
         mlp = jax.nn.silu(jnp.einsum("bte,em->btm", hn, w["gate"])) * jnp.einsum("bte,em->btm", hn, w["up"])
@@ -223,13 +223,14 @@ class Transformer(nnx.Module):
                 x, (k, v) = jax.lax.scan(lambda x, w: self._block(x, w, positions, token_valid), x, weights)
             else:
 
-                filled = cache.index if cache.index.ndim == 0 else jnp.max(cache.index)  # slots written so far
+                # Each row's written slots; none for a row with no new token (finished or free: its output is unread).
+                filled = jnp.where(token_valid.any(-1), cache.index, 0)
 
-                def body(x, layer):
-                    w, ck, cv = layer
-                    return self._block(x, w, positions, token_valid, (ck, cv), cache.valid, filled)
+                def body(x, layer):  # the stacked cache is read in place, block by block, never sliced per layer
+                    w, i = layer
+                    return self._block(x, w, positions, token_valid, (cache.k, cache.v), cache.valid, filled, i)
 
-                x, (k, v) = jax.lax.scan(body, x, (weights, cache.k, cache.v))
+                x, (k, v) = jax.lax.scan(body, x, (weights, jnp.arange(cfg.num_layers)))
             cache = self._write_cache(cache, k, v, token_valid)
         return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache
 

@@ -214,9 +214,9 @@ def _generate(graphdef, state, tokens, valid, limits, key, *, static: _Static):
 
     def body(carry):
         step, cache, tok, pos, done, lengths, out_tokens, out_logp = carry
-        h, cache = model.hidden(tok[:, None], pos[:, None], jnp.ones((rows, 1), bool), cache)
+        over = finished(done, lengths)  # finished rows keep their shape but read no cache
+        h, cache = model.hidden(tok[:, None], pos[:, None], ~over[:, None], cache)
         tok, logp = pick(step, model.logits(h)[:, 0])
-        over = finished(done, lengths)
         tok = jnp.where(over, 0, tok)
         out_tokens = out_tokens.at[:, step].set(tok)
         out_logp = out_logp.at[:, step].set(jnp.where(over, 0.0, logp))
