@@ -35,7 +35,8 @@ def paper_config() -> ml_collections.ConfigDict:
     c.seed_strip_comments = True  # seed programs lose comments and docstrings: true (paper) | false (reference code)
     c.solver_tasks = "current"  # current (paper) | previous (reference code)
     c.template = "azr"  # azr (R1-style wrapper) | chat (the model's chat template)
-    c.answer_format = "think_answer"  # think_answer (paper) | answer_blocks (lenient, small models)
+    c.answer_format = "think_answer"  # think_answer (paper) | answer_blocks (no wrapper) | lenient (parsing.py)
+    c.proposer_example = False  # a worked answer in the proposer prompts instead of placeholders (small models)
     c.max_prompt_tokens = 6144
     c.max_response_tokens = 8096
     c.logit_chunk = 512

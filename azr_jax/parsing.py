@@ -4,17 +4,23 @@ Responses are the decoded generated text only (special tokens such as EOS alread
 The prompt ends with `<think>`, so a response normally starts inside the thinking; a response
 that repeats the opening `<think>` (e.g. under a chat template) is accepted too.
 
-Two strictness settings:
+Three strictness settings:
 - `think_answer` (paper): the whole response must be `<think> ... </think> <answer> ... </answer>`;
 - `answer_blocks` (small instruct models): no wrapper needed, only the fenced blocks. If the
   response has an `<answer>` block its last one is searched, otherwise the text after the last
   `</think>` (or the whole response).
+- `lenient` (the smallest models): as `answer_blocks`, and a proposal may give its input the way such a
+  model writes it: as a call of `f` after the program (`print(f(3))`, `assert f(3) == 9`, `f(3)` in a
+  block or a line of text) instead of an input block; an induction proposal may list several inputs in one
+  input block, one per line, and give its message as plain text. An input written as a call `f(...)` counts
+  as its arguments. Solver answers parse as under `answer_blocks`.
 
 Parsed results are small dataclasses with `well_formatted` and, on failure, a `reason`.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 
@@ -22,7 +28,8 @@ from azr_jax.tasks import NUM_INDUCTION_INPUTS, TaskType
 
 THINK_ANSWER = "think_answer"
 ANSWER_BLOCKS = "answer_blocks"
-STRICTNESS = (THINK_ANSWER, ANSWER_BLOCKS)
+LENIENT = "lenient"
+STRICTNESS = (THINK_ANSWER, ANSWER_BLOCKS, LENIENT)
 
 _WRAPPED = re.compile(r"\A\s*(?:<think>)?.*?</think>\s*<answer>.*</answer>\s*\Z", re.S)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
@@ -72,7 +79,7 @@ def extract_answer(response: str, strictness: str = THINK_ANSWER) -> str | None:
         if not _WRAPPED.match(response):
             return None
         return _ANSWER.findall(response)[-1]
-    if strictness == ANSWER_BLOCKS:
+    if strictness in (ANSWER_BLOCKS, LENIENT):
         answers = _ANSWER.findall(response)
         if answers:
             return answers[-1]
@@ -129,6 +136,14 @@ def parse_program_proposal(response: str, strictness: str = THINK_ANSWER) -> Pro
     if not programs:
         return ProgramProposal(False, reason="no_python_block")
     inputs = blocks_of_kind(answer, "input")
+    if strictness == LENIENT:
+        if inputs:
+            return ProgramProposal(True, program=programs[0], input=_arguments(inputs[0]))
+        program, call = _split_calls(programs[0])
+        if call is None:
+            call = next(filter(None, map(_call_arguments, _call_candidates(answer, programs[0]))), None)
+        if call is not None and "def f" in program:
+            return ProgramProposal(True, program=program, input=call)
     if not inputs:
         return ProgramProposal(False, reason="no_input_block")
     return ProgramProposal(True, program=programs[0], input=inputs[0])
@@ -143,9 +158,15 @@ def parse_induction_proposal(
     if answer is None:
         return InductionProposal(False, reason="format")
     inputs = blocks_of_kind(answer, "input")
+    messages = blocks_of_kind(answer, "message")
+    if strictness == LENIENT:
+        if len(inputs) < num_inputs:  # one input per line of each block
+            inputs = [_arguments(line) for block in inputs for line in block.splitlines() if line.strip()]
+        if not messages:  # the prose around the blocks
+            prose = " ".join(_FENCE.sub(" ", answer).replace("<answer>", " ").replace("</answer>", " ").split())
+            messages = [prose[:_MAX_PROSE_MESSAGE]] if prose else []
     if len(inputs) < num_inputs:
         return InductionProposal(False, reason="too_few_inputs")
-    messages = blocks_of_kind(answer, "message")
     if not messages:
         return InductionProposal(False, reason="no_message_block")
     return InductionProposal(True, inputs=tuple(inputs[-num_inputs:]), message=messages[0])
@@ -158,3 +179,64 @@ def parse_proposal(
     if TaskType(task_type) == TaskType.INDUCTION:
         return parse_induction_proposal(response, strictness)
     return parse_program_proposal(response, strictness)
+
+
+# ------------------------------------------------------------------------------------ lenient inputs
+
+_MAX_PROSE_MESSAGE = 1000  # characters of plain text kept as an induction message
+
+
+def _f_call(node: ast.AST) -> ast.Call | None:
+    """The first call of `f` inside a statement (`f(3)`, `print(f(3))`, `assert f(3) == 9`, `y = f(3)`)."""
+    return next((n for n in ast.walk(node) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "f"), None)
+
+
+def _source_of_arguments(call: ast.Call, source: str) -> str:
+    parts = [ast.get_source_segment(source, a) for a in call.args]
+    parts += [
+        ast.get_source_segment(source, k) if k.arg is None else f"{k.arg}={ast.get_source_segment(source, k.value)}"
+        for k in call.keywords
+    ]
+    return ", ".join(p if p is not None else "" for p in parts)
+
+
+def _split_calls(program: str) -> tuple[str, str | None]:
+    """(the program without its top-level statements that call `f`, the first such call's arguments)."""
+    try:
+        tree = ast.parse(program)
+    except SyntaxError:
+        return program, None
+    lines, first, drop = program.splitlines(), None, set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+            continue
+        call = _f_call(node)
+        if call is not None:
+            first = first if first is not None else _source_of_arguments(call, program)
+            drop.update(range(node.lineno - 1, node.end_lineno))
+    kept = "\n".join(line for i, line in enumerate(lines) if i not in drop).strip()
+    return (kept, first) if first is not None else (program, None)
+
+
+def _call_arguments(text: str) -> str | None:
+    """The arguments of `text` when it is a single call of `f` (possibly printed or asserted), else None."""
+    try:
+        tree = ast.parse(text.strip())
+    except SyntaxError:
+        return None
+    if len(tree.body) != 1:
+        return None
+    call = _f_call(tree.body[0])
+    return None if call is None else _source_of_arguments(call, text.strip())
+
+
+def _call_candidates(answer: str, program: str) -> list[str]:
+    """Where a call of `f` may stand outside the program: other blocks, then single lines or `inline code`."""
+    blocks = [body for _, body in fenced_blocks(answer) if body != program]
+    prose = _FENCE.sub("\n", answer)
+    return blocks + re.findall(r"`([^`\n]+)`", prose) + [line for line in prose.splitlines() if "f(" in line]
+
+
+def _arguments(text: str) -> str:
+    """An input as written: the arguments of a lone call `f(...)`, or the text itself."""
+    return _call_arguments(text) or text.strip()

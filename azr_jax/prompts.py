@@ -59,7 +59,18 @@ def _snippet(i: int, task: Task) -> str:
     )
 
 
-def _program_proposer_prompt(task_type: TaskType, references: Sequence[Task]) -> str:
+# `proposer_example`: a worked answer in place of the `def f(...): ...` placeholder. Small models copy the shape
+# of what they are shown; a placeholder alone often gets a program and no input.
+_EXAMPLE_PROGRAM = """def f(words):
+    totals = {}
+    for w in words:
+        totals[w[0]] = totals.get(w[0], 0) + len(w)
+    return sorted(totals.items())"""
+_EXAMPLE_INPUT = "['apple', 'avocado', 'bean']"
+_EXAMPLE_INDUCTION_INPUTS = ("[3, 1, 2]", "[]", "[5]")
+
+
+def _program_proposer_prompt(task_type: TaskType, references: Sequence[Task], example: bool = False) -> str:
     if task_type == TaskType.DEDUCTION:
         goal = "Another solver will be shown your function and input and must predict the output."
     else:
@@ -94,16 +105,17 @@ def _program_proposer_prompt(task_type: TaskType, references: Sequence[Task]) ->
             "",
             refs,
             "",
-            "Answer with exactly one python block and one input block inside <answer> </answer>:",
+            "Answer with exactly one python block and one input block inside <answer> </answer>"
+            + (", like this example (write your own function, not this one):" if example else ":"),
             "<answer>",
-            _block("python", "def f(...):\n    ..."),
-            _block("input", "..."),
+            _block("python", _EXAMPLE_PROGRAM if example else "def f(...):\n    ..."),
+            _block("input", _EXAMPLE_INPUT if example else "..."),
             "</answer>",
         )
     )
 
 
-def _induction_proposer_prompt(program: str) -> str:
+def _induction_proposer_prompt(program: str, example: bool = False) -> str:
     return "\n".join(
         (
             "## Task: choose inputs and write a message for a given function",
@@ -124,26 +136,37 @@ def _induction_proposer_prompt(program: str) -> str:
             "- The message hints at what the function computes, in words; it must not contain the " "code.",
             "",
             f"Answer inside <answer> </answer> with {NUM_INDUCTION_INPUTS} input blocks, one input "
-            "each, followed by one message block:",
+            "each, followed by one message block"
+            + (
+                f" (shown here for a function of one list, with 3 of the {NUM_INDUCTION_INPUTS} inputs):"
+                if example
+                else ":"
+            ),
             "<answer>",
-            _block("input", "..."),
-            _block("input", "..."),
+            *(
+                [_block("input", x) for x in _EXAMPLE_INDUCTION_INPUTS]
+                if example
+                else [_block("input", "..."), _block("input", "...")]
+            ),
             "...",
-            _block("message", "..."),
+            _block("message", "The result sorts the list in descending order." if example else "..."),
             "</answer>",
         )
     )
 
 
-def proposer_prompt(task_type: TaskType | str, *, references: Sequence[Task] = (), program: str | None = None) -> str:
+def proposer_prompt(
+    task_type: TaskType | str, *, references: Sequence[Task] = (), program: str | None = None, example: bool = False
+) -> str:
     """Proposer task text. Deduction/abduction take the K reference tasks of the same type;
-    induction takes the program to write inputs and a message for."""
+    induction takes the program to write inputs and a message for. `example`: a worked answer instead of
+    the placeholders (config `proposer_example`)."""
     task_type = TaskType(task_type)
     if task_type == TaskType.INDUCTION:
         if program is None:
             raise ValueError("the induction proposer needs a program")
-        return _induction_proposer_prompt(program)
-    return _program_proposer_prompt(task_type, references)
+        return _induction_proposer_prompt(program, example)
+    return _program_proposer_prompt(task_type, references, example)
 
 
 def solver_prompt(task: Task, *, num_shown: int = NUM_INDUCTION_SHOWN) -> str:

@@ -211,15 +211,15 @@ class SelfPlay:
     def proposer_prompts(self, task_type: TaskType, count: int, rng: np.random.Generator):
         """(prompt ids, references or program) for `count` proposer prompts of one task type, less those
         longer than `max_prompt_tokens` (dropped and counted, `_fitting`)."""
-        out = []
+        out, example = [], self.config.proposer_example
         if task_type == TaskType.INDUCTION:
             for program in self.buffers.sample_induction_programs(count, rng):
-                out.append((self.render(prompts.proposer_prompt(task_type, program=program)), program))
+                out.append((self.render(prompts.proposer_prompt(task_type, program=program, example=example)), program))
         else:
             k = self.config.num_references if self.config.use_references else 0
             for _ in range(count):
                 refs = self.buffers.sample_references(task_type, k, rng) if k else []
-                out.append((self.render(prompts.proposer_prompt(task_type, references=refs)), refs))
+                out.append((self.render(prompts.proposer_prompt(task_type, references=refs, example=example)), refs))
         return self._fitting(out, [task_type] * len(out), Role.PROPOSER)
 
     def propose(self, task_types, rng: np.random.Generator, key) -> list[Rollout]:
@@ -325,14 +325,15 @@ class SelfPlay:
 
     def seed_buffers(self, log_fn=print) -> None:
         """The seeding phase (docs/algorithm.md section 6): the model proposes, round after round and with
-        no updates, until every buffer in play holds `seed_size` tasks or `seed_max_rounds` rounds passed.
+        no updates, until every buffer in play holds `seed_size` tasks; at most `seed_max_rounds` rounds for the
+        deduction/abduction pool and as many again for induction, so induction is always tried.
 
         Deduction and abduction share one pool: the valid proposals of both proposer types go, in proposal
         order, into both buffers (each kept in the same order), so references come from the same pool and
         both buffers fill twice as fast. A proposal that duplicates a seed already held (`seed_key`,
         `seed_dedup`) is dropped; with `seed_strip_comments` its program is stored stripped of comments and
         docstrings (`strip_program`). Induction seeds are proposed once the deduction/abduction seeds are
-        complete, on their programs. Each buffer takes at most the missing number of tasks. Proposals made
+        complete (or their rounds are spent), on their programs. Each buffer takes at most the missing number of tasks. Proposals made
         after seeding are never deduplicated or stripped.
         """
         c = self.config
@@ -343,36 +344,50 @@ class SelfPlay:
         def short(types):
             return [t for t in types if len(self.buffers.tasks[t]) < target]
 
-        for round_ in range(c.seed_max_rounds):
-            missing = short(pooled) or short([t for t in self.task_types if t == TaskType.INDUCTION])
-            if missing == [TaskType.INDUCTION] and not self.buffers.induction_programs():
-                missing = []
-            if not missing:
-                break
-            rng = np.random.default_rng([c.seed, 1_000_000 + round_])
-            proposals = self.propose(missing, rng, jax.random.fold_in(self.key, 1_000_000 + round_))
-            self.validate(proposals)
-            valid = [r.task for r in proposals if r.valid]
-            if c.seed_strip_comments and TaskType.INDUCTION not in missing:
-                valid = self._stripped(valid)
-            keys = [seed_key(task, c.seed_dedup) for task in valid]
-            for task_type in missing:
-                fresh = []
-                for task, key in zip(valid, keys):
-                    if len(self.buffers.tasks[task_type]) + len(fresh) >= target:
-                        break
-                    if key is None or key not in held[task_type]:
-                        held[task_type].add(key)
-                        fresh.append(dataclasses.replace(task, task_type=task_type))
-                self.buffers.add(task_type, fresh)
-            too_long = sum(self.dropped_prompts.values())
-            log_fn(
-                f"seeding round {round_ + 1}: {len(valid)} valid, buffer sizes {self.buffers.sizes()} (target {target})"
-                + (f", {too_long} prompts over max_prompt_tokens dropped" if too_long else "")
-            )
+        induction = [t for t in self.task_types if t == TaskType.INDUCTION]
+        round_ = 0
+        # The pool first, then induction on its programs: each phase gets up to seed_max_rounds rounds.
+        for phase in (pooled, induction):
+            for _ in range(c.seed_max_rounds):
+                missing = short(phase)
+                if missing == [TaskType.INDUCTION] and not self.buffers.induction_programs():
+                    missing = []
+                if not missing:
+                    break
+                self._seeding_round(round_, missing, held, target, log_fn)
+                round_ += 1
         left = {t.value: len(self.buffers.tasks[t]) for t in short(self.task_types)}
         if left:
-            log_fn(f"seeding stopped after {c.seed_max_rounds} rounds short of {target} tasks: {left}")
+            log_fn(
+                f"seeding stopped short of {target} tasks per buffer after {round_} rounds "
+                f"(seed_max_rounds={c.seed_max_rounds} per phase): {left}. Training goes on; a buffer with no "
+                "tasks gives its task type no solver rollouts. Raise seed_max_rounds or lower seed_buffer_size."
+            )
+
+    def _seeding_round(self, round_: int, missing: list[TaskType], held: dict, target: int, log_fn) -> None:
+        """One round of seeding proposals for the `missing` buffers, deduplicated against `held`."""
+        c = self.config
+        rng = np.random.default_rng([c.seed, 1_000_000 + round_])
+        proposals = self.propose(missing, rng, jax.random.fold_in(self.key, 1_000_000 + round_))
+        self.validate(proposals)
+        valid = [r.task for r in proposals if r.valid]
+        if c.seed_strip_comments and TaskType.INDUCTION not in missing:
+            valid = self._stripped(valid)
+        keys = [seed_key(task, c.seed_dedup) for task in valid]
+        for task_type in missing:
+            fresh = []
+            for task, key in zip(valid, keys):
+                if len(self.buffers.tasks[task_type]) + len(fresh) >= target:
+                    break
+                if key is None or key not in held[task_type]:
+                    held[task_type].add(key)
+                    fresh.append(dataclasses.replace(task, task_type=task_type))
+            self.buffers.add(task_type, fresh)
+        too_long = sum(self.dropped_prompts.values())
+        log_fn(
+            f"seeding round {round_ + 1}: {len(valid)} valid, buffer sizes {self.buffers.sizes()} (target {target})"
+            + (f", {too_long} prompts over max_prompt_tokens dropped" if too_long else "")
+        )
 
     def _stripped(self, tasks: list[Task]) -> list[Task]:
         """Deduction/abduction seed tasks with their programs passed through `strip_program`. A program

@@ -5,10 +5,17 @@ section 2), so a small model's config should use the template/format pair under 
 are most mixed. This runs seeding plus one self-play step without the update for each pair, and
 prints per group the format-valid rate, valid-proposal rate / accuracy and reward spread.
 
-    python benchmarks/reward_signal.py --config=experiments/qwen25_coder_05b_cpu.py
+    python benchmarks/reward_signal.py --config=experiments/qwen25_coder_05b_cpu.py --proposals=64 \
+        --settings=chat/answer_blocks,chat/lenient,chat/lenient+example
+
+A setting is template/answer_format, with `+example` for `proposer_example` (a worked answer in the
+proposer prompts). `--proposals` sets the batch size: proposals (and solver prompts) per task type.
+The last lines are a markdown table, one row per setting.
 """
 
 from __future__ import annotations
+
+import collections
 
 import numpy as np
 from absl import app, flags
@@ -21,6 +28,7 @@ from azr_jax.tasks import TaskType
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config")
 _STEPS = flags.DEFINE_integer("steps", 1, "dry steps per setting")
+_PROPOSALS = flags.DEFINE_integer("proposals", 0, "proposals per task type and step (0: the config's batch size)")
 _SETTINGS = flags.DEFINE_list(
     "settings",
     "azr/think_answer,azr/answer_blocks,chat/think_answer,chat/answer_blocks",
@@ -34,12 +42,16 @@ def main(argv):
     _, model, tokenizer, sampler = build(base)
     rows = []
     with ExecutorPool(num_workers=base.executor.num_workers or None, timeout_s=base.executor.timeout_s) as pool:
-        for template, answer_format in (x.split("/") for x in _SETTINGS.value):
+        for setting in _SETTINGS.value:
+            template, answer_format = setting.split("+")[0].split("/")
             config = base.copy_and_resolve_references()
             config.template, config.answer_format = template, answer_format
+            config.proposer_example = setting.endswith("+example")
+            if _PROPOSALS.value:
+                config.batch_size = _PROPOSALS.value
             selfplay = SelfPlay(config, model, tokenizer, sampler, pool)
             selfplay.seed_buffers(lambda s: None)
-            rewards = []
+            rewards, table = [], collections.defaultdict(list)
             for step in range(_STEPS.value):
                 result = selfplay.train_step(step, update=False)
                 rewards += [r.reward for r in result.proposals + result.solver]
@@ -51,21 +63,31 @@ def main(argv):
                         f"{t.value[:3]}: fmt {m.get(p + '/format_valid', 0):.2f}/{m.get(s + '/format_valid', 0):.2f} "
                         f"valid {m.get(p + '/valid_rate', 0):.2f} acc {m.get(s + '/accuracy', 0):.2f}"
                     )
-                print(f"{template:5s} {answer_format:13s} step {step}: " + " | ".join(cells), flush=True)
+                print(f"{setting:28s} step {step}: " + " | ".join(cells), flush=True)
+                for t in TaskType:
+                    p, s_ = f"{t.value}/propose", f"{t.value}/solve"
+                    table[t.value + " valid"].append(m.get(p + "/valid_rate", 0))
+                    table[t.value + " solver fmt"].append(m.get(s_ + "/format_valid", 0))
+                    table[t.value + " acc"].append(m.get(s_ + "/accuracy", 0))
                 for t in TaskType:  # why proposals were rejected, and how many there were
                     g = f"{t.value}/propose"
                     reasons = {k.split("/")[-1]: round(v, 2) for k, v in m.items() if k.startswith(g + "/reason/")}
                     print(f"    {g}: {int(m.get(g + '/count', 0))} proposals, reasons {reasons}", flush=True)
             selfplay.close()
             spread = float(np.std(rewards))
-            rows.append((spread, template, answer_format, selfplay.buffers.sizes()))
+            rows.append((spread, setting, {k: float(np.mean(v)) for k, v in table.items()}))
             print(
-                f"{template:5s} {answer_format:13s} reward mean {np.mean(rewards):+.3f} std {spread:.3f} "
+                f"{setting:28s} reward mean {np.mean(rewards):+.3f} std {spread:.3f} "
                 f"distinct {sorted(set(np.round(rewards, 2)))} buffers {selfplay.buffers.sizes()}",
                 flush=True,
             )
-    best = max(rows)
-    print(f"most mixed reward signal: template={best[1]} answer_format={best[2]} (reward std {best[0]:.3f})")
+    columns = list(rows[0][2])
+    print("| setting | " + " | ".join(columns) + " | reward std |")
+    print("|---" * (len(columns) + 2) + "|")
+    for spread, setting, cells in rows:
+        print(f"| {setting} | " + " | ".join(f"{cells[c]:.2f}" for c in columns) + f" | {spread:.3f} |")
+    best = max(rows, key=lambda r: r[0])
+    print(f"most mixed reward signal: {best[1]} (reward std {best[0]:.3f})")
 
 
 if __name__ == "__main__":

@@ -248,3 +248,59 @@ def test_multiline_and_tricky_bodies():
     r = wrap(fence("python", program) + "\n\n" + fence("input", "'a,b', (1, 2)"))
     p = parse_program_proposal(r)
     assert p.program == program and p.input == "'a,b', (1, 2)"
+
+
+# ---- lenient (the smallest models) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "response, program, inp",
+    [
+        # a call after the program, in the python block: removed from the stored program
+        (fence("python", PROGRAM + "\n\nprint(f([3, 1, 2]))"), PROGRAM, "[3, 1, 2]"),
+        (fence("python", PROGRAM + "\nassert f([1]) == [1]\nresult = f([2])"), PROGRAM, "[1]"),
+        (fence("python", PROGRAM + "\nif __name__ == '__main__':\n    print(f('ab'))"), PROGRAM, "'ab'"),
+        # keywords and several arguments
+        (fence("python", "def f(a, b=1):\n    return a + b\nf(2, b=3)"), "def f(a, b=1):\n    return a + b", "2, b=3"),
+        # a call in a later block, in inline code, on a line of text
+        (fence("python", PROGRAM) + "\n" + fence("", "f([5, 4])"), PROGRAM, "[5, 4]"),
+        (fence("python", PROGRAM) + "\nTry it with `f([7])`.", PROGRAM, "[7]"),
+        (fence("python", PROGRAM) + "\nInput: f([8, 9])", PROGRAM, "[8, 9]"),
+        # an input block wins; a lone call in it counts as its arguments
+        (fence("python", PROGRAM + "\nprint(f([0]))") + fence("input", "f([6])"), PROGRAM + "\nprint(f([0]))", "[6]"),
+    ],
+)
+def test_lenient_program_proposal_takes_the_input_from_a_call(response, program, inp):
+    got = parse_program_proposal(response, "lenient")
+    assert (got.well_formatted, got.program, got.input) == (True, program, inp)
+    if "```input" not in response:  # the stricter formats still need the input block
+        assert parse_program_proposal(response, ANSWER_BLOCKS).reason == "no_input_block"
+
+
+@pytest.mark.parametrize(
+    "response, reason",
+    [
+        (fence("python", PROGRAM), "no_input_block"),  # no call anywhere
+        (fence("python", "print(f(3))"), "no_input_block"),  # a call, but no definition of f left
+        (fence("python", "def g(x):\n    return x\nprint(g(3))"), "no_input_block"),
+        (fence("python", "def f(x):\n    return x\nprint(f(3))").replace("def f", "def f:"), "no_input_block"),
+    ],
+)
+def test_lenient_program_proposal_still_needs_a_program_and_a_call(response, reason):
+    got = parse_program_proposal(response, "lenient")
+    assert not got.well_formatted and got.reason == reason
+
+
+def test_lenient_induction_proposal_one_input_per_line_and_prose_message():
+    lines = ["1", "'a'", "f([2, 3])", "(1, 2)", "None", "{}", "[]", "-4", "2.5", "'z'"]
+    response = "These cover the cases.\n" + fence("input", "\n".join(lines)) + "\nIt reverses things."
+    got = parse_induction_proposal(response, "lenient")
+    assert got.well_formatted and got.inputs == ("1", "'a'", "[2, 3]", "(1, 2)", "None", "{}", "[]", "-4", "2.5", "'z'")
+    assert got.message == "These cover the cases. It reverses things."
+    assert parse_induction_proposal(response, ANSWER_BLOCKS).reason == "too_few_inputs"
+    # a message block is preferred to the prose; too few lines is still too few inputs
+    with_message = response + fence("message", "reverses")
+    assert parse_induction_proposal(with_message, "lenient").message == "reverses"
+    assert parse_induction_proposal(fence("input", "1\n2"), "lenient").reason == "too_few_inputs"
+    many = "\n".join(fence("input", x) for x in lines)  # ten blocks: read as blocks, message still needed
+    assert parse_induction_proposal(many, "lenient").reason == "no_message_block"

@@ -91,6 +91,19 @@ def test_proposer_skeletons_parse():
     assert parse_induction_proposal("ok</think>\n" + skeleton).reason == "too_few_inputs"
 
 
+def test_proposer_example_prompts_parse_and_differ():
+    """`proposer_example`: the worked answer replaces the placeholders and is itself a well-formed proposal."""
+    for task_type in ("deduction", "abduction"):
+        text = proposer_prompt(task_type, references=REFS, example=True)
+        assert text != proposer_prompt(task_type, references=REFS) and "def f(...)" not in text
+        got = parse_program_proposal("ok</think>\n" + text[text.rindex("<answer>") :])
+        assert got.well_formatted and got.program.startswith("def f(words)") and got.input.startswith("['apple'")
+    text = proposer_prompt("induction", program=PROGRAM, example=True)
+    skeleton = text[text.rindex("<answer>") :]
+    got = parse_induction_proposal("ok</think>\n" + skeleton.replace("...\n", ""), num_inputs=3)
+    assert got.well_formatted and got.inputs == ("[3, 1, 2]", "[]", "[5]") and "descending" in got.message
+
+
 def test_render_azr():
     text = render("Say {hi}.", "azr")
     assert text.startswith("A conversation between User and Assistant.")

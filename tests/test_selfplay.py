@@ -348,6 +348,25 @@ def test_seeding_shared_pool_dedup_and_stripping(scripted_step, monkeypatch, ded
     assert lines[0].startswith(f"seeding round 1: {5 if strip else 6} valid")
 
 
+def test_seeding_short_pool_still_seeds_induction(scripted_step, monkeypatch):
+    """seed_max_rounds bounds each phase: a pool that stays short after its rounds still leaves induction its
+    own rounds, and the buffers left short are named at the end."""
+    _, _, trained = scripted_step
+    monkeypatch.setitem(globals(), "scripted_response", seeding_response)
+    config = tiny_config(batch_size=3, seed_buffer_size=20, seed_max_rounds=1, answer_format="think_answer")
+    sampler = RecordingSampler(trained.sampler.model, trained.tokenizer)
+    lines = []
+    with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
+        selfplay = SelfPlay(config, trained.sampler.model, trained.tokenizer, sampler, pool)
+        selfplay.seed_buffers(lines.append)
+        selfplay.close()
+    sizes = selfplay.buffers.sizes()
+    assert len(sampler.calls) == 2 and all("choose inputs" in kind for kind in sampler.calls[1])
+    assert 0 < sizes["deduction"] < 20 and 0 < sizes["induction"] < 20
+    assert lines[-1].startswith("seeding stopped short of 20 tasks per buffer after 2 rounds (seed_max_rounds=1")
+    assert all(t in lines[-1] for t in ("deduction", "abduction", "induction"))
+
+
 def test_stop_string_skips_tags_quoted_while_thinking(scripted_step):
     """azr: the prompt opens <think>, so only an answer after </think> ends a response (docs/algorithm.md 2.1)."""
     import types
