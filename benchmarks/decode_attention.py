@@ -1,12 +1,14 @@
 """Decode attention: the plain attention over the whole cache (`transformer.attention`) against
-`ragged_decode_attention`, whose work follows the filled part of the cache. One decode step (T=1) of one layer.
+`ragged_decode_attention`, whose work follows the filled part of the cache, in both loop orders (batch-wide to
+the longest row; per row, each to its own length). One decode step (T=1) of one layer.
 
     python benchmarks/decode_attention.py                       # CPU: B=16, H=14, K=2, D=64, S=4096, float32
     python benchmarks/decode_attention.py --dtype bfloat16 --block_size 512
 
-Rows hold real tokens in slots [pad, filled) with a few slots of left padding; the rest of the cache is unwritten.
-Each function is jitted once (filled is a traced argument, so one compilation serves every fill level), and the
-median of --repeats timed calls is reported.
+Rows hold real tokens in slots [pad, end) with a few slots of left padding; the rest of the cache is unwritten.
+`equal`: every row ends at `filled`; `mixed`: the row ends spread evenly over [filled / 8, filled] (a continuous
+batch: rows at different points of their responses). Each function is jitted once (the lengths are traced), and
+the median of --repeats timed calls is reported.
 """
 
 from __future__ import annotations
@@ -55,23 +57,30 @@ def main():
     pads = r.integers(0, 16, b)
 
     plain = jax.jit(attention)
-    ragged = jax.jit(lambda *a: ragged_decode_attention(*a, block_size=args.block_size))
+    batched = jax.jit(lambda *a: ragged_decode_attention(*a, block_size=args.block_size, per_row=False))
+    rows = jax.jit(lambda *a: ragged_decode_attention(*a, block_size=args.block_size, per_row=True))
     print(
         f"{jax.default_backend()} ({jax.devices()[0].device_kind}), {args.dtype}: B={b} H={h} K={kv} D={d} S={s}, "
         f"T=1, block_size={args.block_size}, median of {args.repeats}"
     )
-    print(f"{'filled':>7} {'plain ms':>10} {'ragged ms':>10} {'plain/ragged':>13} {'max |diff|':>11}")
+    print(
+        f"{'filled':>7} {'rows':>6} {'plain ms':>9} {'batch ms':>9} {'per-row ms':>11} {'plain/per-row':>14} {'max |diff|':>11}"
+    )
     for filled in args.filled:
-        slots = np.arange(s)[None]
-        cache_valid = jnp.asarray((slots >= pads[:, None]) & (slots < filled))
-        t_plain = median_time(plain, (q, k, v, valid, cache_k, cache_v, cache_valid), args.repeats)
-        ragged_args = (q, k, v, valid, cache_k, cache_v, cache_valid, jnp.int32(filled))
-        t_ragged = median_time(ragged, ragged_args, args.repeats)
-        diff = jnp.abs(
-            plain(q, k, v, valid, cache_k, cache_v, cache_valid).astype(jnp.float32)
-            - ragged(*ragged_args).astype(jnp.float32)
-        ).max()
-        print(f"{filled:>7} {t_plain * 1e3:>10.3f} {t_ragged * 1e3:>10.3f} {t_plain / t_ragged:>12.2f}x {diff:>11.2e}")
+        for kind in ("equal", "mixed"):
+            ends = np.full(b, filled) if kind == "equal" else np.linspace(filled / 8, filled, b).astype(int)
+            slots = np.arange(s)[None]
+            cache_valid = jnp.asarray((slots >= pads[:, None]) & (slots < ends[:, None]))
+            t_plain = median_time(plain, (q, k, v, valid, cache_k, cache_v, cache_valid), args.repeats)
+            ragged_args = (q, k, v, valid, cache_k, cache_v, cache_valid, jnp.asarray(ends, jnp.int32))
+            t_batched = median_time(batched, ragged_args, args.repeats)
+            t_rows = median_time(rows, ragged_args, args.repeats)
+            want = plain(q, k, v, valid, cache_k, cache_v, cache_valid).astype(jnp.float32)
+            diff = max(float(jnp.abs(want - f(*ragged_args).astype(jnp.float32)).max()) for f in (batched, rows))
+            print(
+                f"{filled:>7} {kind:>6} {t_plain * 1e3:>9.3f} {t_batched * 1e3:>9.3f} {t_rows * 1e3:>11.3f} "
+                f"{t_plain / t_rows:>13.2f}x {diff:>11.2e}"
+            )
 
 
 if __name__ == "__main__":
