@@ -88,7 +88,10 @@ def paper_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.export_hf_at_end = True
     c.log_samples_every_steps = 1
-    c.eval = ml_collections.ConfigDict({"every_steps": 10, "limit": 200, "max_new_tokens": 1024, "batch_size": 64})
+    # CRUXEval-O/I validation every `every_steps` steps (0: never), and before the first step when `at_start`.
+    c.eval = ml_collections.ConfigDict(
+        {"every_steps": 10, "at_start": True, "limit": 200, "max_new_tokens": 1024, "batch_size": 64}
+    )
     # Benchmark files for validation (CRUXEval-O/I): "" = the copy vendored in <repo>/third_party;
     # else a directory in the same layout (cruxeval/cruxeval.jsonl, plain or .gz).
     c.data_dir = ""

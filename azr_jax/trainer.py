@@ -173,7 +173,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                 t = time.perf_counter()
                 selfplay.seed_buffers(log)
                 log(f"seeded the buffers in {time.perf_counter() - t:.0f}s: {selfplay.buffers.sizes()}")
-                if config.eval.every_steps:
+                if config.eval.every_steps and config.eval.at_start:
                     before = validate(sampler, tokenizer, pool, config, log)
                     writer.write_scalars(0, before)
             for step in range(start, config.total_steps):
