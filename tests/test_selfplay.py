@@ -304,6 +304,17 @@ class RecordingSampler(ScriptedSampler):
         return super().generate(prompts, params, seed)
 
 
+def _seed(trained, config):
+    """(self-play after seeding with the scripted proposers, its recording sampler, the lines seeding logged)."""
+    sampler = RecordingSampler(trained.sampler.model, trained.tokenizer)
+    lines = []
+    with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
+        selfplay = SelfPlay(config, trained.sampler.model, trained.tokenizer, sampler, pool)
+        selfplay.seed_buffers(lines.append)
+        selfplay.close()
+    return selfplay, sampler, lines
+
+
 @pytest.mark.parametrize(
     "dedup, strip, expected",
     [
@@ -325,12 +336,7 @@ def test_seeding_shared_pool_dedup_and_stripping(scripted_step, monkeypatch, ded
         seed_dedup=dedup,
         seed_strip_comments=strip,
     )
-    sampler = RecordingSampler(trained.sampler.model, trained.tokenizer)
-    lines = []
-    with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
-        selfplay = SelfPlay(config, trained.sampler.model, trained.tokenizer, sampler, pool)
-        selfplay.seed_buffers(lines.append)
-        selfplay.close()
+    selfplay, sampler, lines = _seed(trained, config)
     ded, abd = (selfplay.buffers.tasks[t] for t in (TaskType.DEDUCTION, TaskType.ABDUCTION))
     # One pool: both proposer types' valid proposals, in proposal order, in both buffers.
     assert [t.program for t in ded] == [t.program for t in abd] == expected
@@ -354,12 +360,7 @@ def test_seeding_short_pool_still_seeds_induction(scripted_step, monkeypatch):
     _, _, trained = scripted_step
     monkeypatch.setitem(globals(), "scripted_response", seeding_response)
     config = tiny_config(batch_size=3, seed_buffer_size=20, seed_max_rounds=1, answer_format="think_answer")
-    sampler = RecordingSampler(trained.sampler.model, trained.tokenizer)
-    lines = []
-    with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
-        selfplay = SelfPlay(config, trained.sampler.model, trained.tokenizer, sampler, pool)
-        selfplay.seed_buffers(lines.append)
-        selfplay.close()
+    selfplay, sampler, lines = _seed(trained, config)
     sizes = selfplay.buffers.sizes()
     assert len(sampler.calls) == 2 and all("choose inputs" in kind for kind in sampler.calls[1])
     assert 0 < sizes["deduction"] < 20 and 0 < sizes["induction"] < 20
