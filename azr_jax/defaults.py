@@ -88,6 +88,8 @@ def paper_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.export_hf_at_end = True
     c.log_samples_every_steps = 1
+    c.proposal_log_max_mb = 1024.0  # proposals.jsonl (every proposal, for azr_jax.report) stops growing here; 0: off
+    c.proposal_log_max_chars = 4000  # texts longer than this are cut in it
     # CRUXEval-O/I validation every `every_steps` steps (0: never), and before the first step when `at_start`.
     c.eval = ml_collections.ConfigDict(
         {"every_steps": 10, "at_start": True, "limit": 200, "max_new_tokens": 1024, "batch_size": 64}

@@ -1,7 +1,8 @@
 """Per-step metrics: TensorBoard event files, JSONL files that plain Python can read, a progress line.
 
-`workdir/metrics.jsonl` holds one `{"step": s, **scalars}` object per line and `workdir/samples.jsonl`
-one `{"step": s, **texts}` per line (sampled proposals and answers); `workdir/tensorboard` holds the
+`workdir/metrics.jsonl` holds one `{"step": s, **scalars}` object per line, `workdir/samples.jsonl`
+one `{"step": s, **texts}` per line (sampled proposals and answers), `workdir/proposals.jsonl` every
+proposal (`azr_jax.proposal_log`, up to a size cap); `workdir/tensorboard` holds the
 same through tensorboardX, which needs no TensorFlow. JSON has no NaN or infinity, so non-finite
 values become null in the JSONL files (TensorBoard gets them as they are).
 
@@ -34,7 +35,7 @@ import time
 import jax
 from tensorboardX import SummaryWriter, record_writer
 
-from azr_jax import storage
+from azr_jax import proposal_log, storage
 
 # (metric, label) shown in the progress line when present, in this order; names as selfplay.py writes them.
 PROGRESS_KEYS = (
@@ -62,6 +63,8 @@ class MetricsWriter:
         total_steps: int,
         enable_tensorboard: bool = True,
         remote_flush_secs: float = REMOTE_FLUSH_SECS,
+        proposals_max_mb: float = 1024.0,
+        log=print,
     ):
         self.workdir = os.fspath(workdir)
         self.total_steps = total_steps
@@ -72,9 +75,13 @@ class MetricsWriter:
         self._step_times = collections.deque(maxlen=STEP_TIME_WINDOW)
         self._scalars = _JsonlFile(storage.join(self.workdir, "metrics.jsonl"), remote_flush_secs)
         self._samples = _JsonlFile(storage.join(self.workdir, "samples.jsonl"), remote_flush_secs)
+        self._proposals = _JsonlFile(storage.join(self.workdir, proposal_log.FILE), remote_flush_secs)
+        self._files = (self._scalars, self._samples, self._proposals)
+        self._proposals_max_bytes = int(proposals_max_mb * 2**20)
+        self._log = log
         if self._active:
             storage.makedirs(self.workdir)
-            for f in (self._scalars, self._samples):
+            for f in self._files:
                 f.open()
 
     def truncate_after(self, step: int) -> None:
@@ -83,7 +90,7 @@ class MetricsWriter:
             return
         if self._tb is not None:
             raise RuntimeError("truncate_after must be called before the first write")
-        for f in (self._scalars, self._samples):
+        for f in self._files:
             f.drop_records_after(step)
         self._purge_step = step + 1  # TensorBoard hides older events at this step and later
 
@@ -106,6 +113,23 @@ class MetricsWriter:
                 tb.add_text(k, _as_markdown_code(text), step)
         self._samples.append({"step": step, **texts})
 
+    def write_proposals(self, step: int, records: list[dict]) -> None:
+        """Appends a step's proposal records while the file is under `proposals_max_mb`; past it, says once
+        that the log stopped (the run goes on)."""
+        if not self._active or not records or self._proposals_max_bytes <= 0:
+            return
+        self._proposals.open()
+        size = os.path.getsize(self._proposals.local) if os.path.exists(self._proposals.local) else 0
+        lines = [json.dumps(r, allow_nan=False) + "\n" for r in records]
+        if size + sum(len(x.encode()) for x in lines) > self._proposals_max_bytes:
+            self._log(
+                f"{self._proposals.path} reached proposal_log_max_mb ({self._proposals_max_bytes / 2**20:.0f} MB): "
+                f"no more proposals are recorded from step {step}"
+            )
+            self._proposals_max_bytes = 0
+            return
+        self._proposals.append_lines(lines)
+
     def progress_line(self, step: int, step_seconds: float, scalars: dict) -> str:
         """'step 3/10 | 41.2s/step | ETA 4m48s | deduction acc 0.42 | ...'; `step` just finished, 1..total_steps."""
         self._step_times.append(step_seconds)
@@ -126,7 +150,7 @@ class MetricsWriter:
             return
         if self._tb is not None:
             self._tb.flush()
-        for f in (self._scalars, self._samples):
+        for f in self._files:
             f.sync(force=True)
 
     def close(self) -> None:
@@ -134,7 +158,7 @@ class MetricsWriter:
             self._tb.close()
             self._tb = None
         if self._active:
-            for f in (self._scalars, self._samples):
+            for f in self._files:
                 f.close()
 
     def _tensorboard(self):
@@ -170,8 +194,12 @@ class _JsonlFile:
         self._last_sync = time.monotonic()
 
     def append(self, record: dict) -> None:
+        self.append_lines([json.dumps(record, allow_nan=False) + "\n"])
+
+    def append_lines(self, lines: list[str]) -> None:
         self.open()  # again after a close: the object holds everything so far
-        _append(self.local, record)
+        with open(self.local, "a") as f:
+            f.writelines(lines)
         self._dirty = True
         self.sync()
 
@@ -267,11 +295,6 @@ def group_table(first: dict, last: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])
-
-
-def _append(path: str, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record, allow_nan=False) + "\n")
 
 
 def _drop_records_after(path: str, step: int) -> None:

@@ -151,7 +151,7 @@ def plan(config, devices, platform: str, log=print) -> list[Row]:
     from azr_jax.sampling.sampler import _generate
     from azr_jax.selfplay import check_microbatch, optimizer_from, update_config_from
     from azr_jax.trainer import check_config
-    from azr_jax.update import accumulate_gradients, apply_gradients, bucket, optimizer_state_shardings
+    from azr_jax.update import accumulate_gradients, apply_gradients, bucket, optimizer_state_shardings, prompt_bucket
 
     check_config(config)
     mesh = make_mesh(dict(config.mesh), devices)
@@ -212,7 +212,7 @@ def plan(config, devices, platform: str, log=print) -> list[Row]:
             )
 
         uc = update_config_from(config)
-        p = bucket(config.max_prompt_tokens, 16)
+        p = prompt_bucket(config.max_prompt_tokens)
         r = bucket(config.max_response_tokens, uc.logit_chunk, config.max_response_tokens)
         mb = uc.microbatch_size
         batch = logical_sharding(("batch", None), mesh, (mb, p + r))

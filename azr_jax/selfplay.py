@@ -33,7 +33,7 @@ from azr_jax.model import batch_split, logical_sharding
 from azr_jax.sampling import Samples, SamplingParams
 from azr_jax.sampling.sampler import StopString
 from azr_jax.trainer import ConfigError
-from azr_jax.tasks import NUM_GROUPS, NUM_INDUCTION_SHOWN, Role, Task, TaskType, group_id, group_name
+from azr_jax.tasks import NUM_GROUPS, NUM_INDUCTION_SHOWN, Role, Task, TaskType, ast_size, group_id, group_name
 from azr_jax.update import UpdateConfig, init_optimizer_state, make_optimizer, pack_rows, update_step
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Rollout:
     solve_rate: float = 0.0  # proposer: learnability rollouts' mean correctness (NaN: none counted)
     task: Task | None = None  # proposer: the validated task; solver: the task solved
     context: object = None  # proposer: the reference tasks shown (deduction/abduction) or the program (induction)
+    answers: list = dataclasses.field(default_factory=list)  # proposer: (answer, correct) of each learnability rollout
     reward: float = 0.0
 
 
@@ -65,13 +66,6 @@ class StepResult:
     texts: dict[str, str]  # one sampled response per group, for TensorBoard
     proposals: list[Rollout]
     solver: list[Rollout]
-
-
-def _ast_size(program: str) -> int:
-    try:
-        return sum(1 for _ in ast.walk(ast.parse(program)))
-    except (SyntaxError, ValueError):
-        return 0
 
 
 def _ast_profile(program: str) -> collections.Counter:
@@ -300,15 +294,23 @@ class SelfPlay:
                 results[i] = (True, verdict.ok, verdict.reason.value)
         return results
 
-    def learnability_solve_rates(self, tasks: Sequence[Task], texts: Sequence[str], n: int, pool=None) -> list[float]:
-        """s of each task from its n learnability rollouts (texts task-major, n per task).
+    def learnability_solve_rates(self, tasks: Sequence[Task], texts: Sequence[str], n: int, pool=None) -> list:
+        """(s, [(answer, correct)] * n) of each task from its n learnability rollouts (texts task-major, n per
+        task); the answers are kept for the proposal log.
 
         The rollouts are parsed like the trained solver's responses (`answer_format`), unless
         `rewards.learnability_format_check` is false: then without the wrapper check
         (`answer_blocks`), close to the reference code. See `learnability_solve_rate`."""
         strictness = self.strictness if self.config.rewards.learnability_format_check else parsing.ANSWER_BLOCKS
-        checks = self.check_answers([t for t in tasks for _ in range(n)], texts, strictness, pool)
-        return [learnability_solve_rate(checks[j * n : (j + 1) * n]) for j in range(len(tasks))]
+        flat = [t for t in tasks for _ in range(n)]
+        checks = self.check_answers(flat, texts, strictness, pool)
+        answers = [
+            (parsing.parse_solver(x, t.task_type, strictness).answer, c[1]) for t, x, c in zip(flat, texts, checks)
+        ]
+        return [
+            (learnability_solve_rate(checks[j * n : (j + 1) * n]), answers[j * n : (j + 1) * n])
+            for j in range(len(tasks))
+        ]
 
     def solver_prompt_ids(self, tasks: Sequence[Task]) -> list[list[int]]:
         """One prompt per task, whatever its length (`solver_prompts` drops the ones that are too long)."""
@@ -475,8 +477,8 @@ class SelfPlay:
         ):
             r.well_formatted, r.valid, r.reason = ok_format, correct, reason
         if check_future is not None:
-            for r, s in zip(valid, distributed.gather_shares(check_future.result(), len(valid))):
-                r.solve_rate = s
+            for r, (s, answers) in zip(valid, distributed.gather_shares(check_future.result(), len(valid))):
+                r.solve_rate, r.answers = s, [tuple(a) for a in answers]
         lap("check")
 
         # 5. Rewards (docs/algorithm.md section 4).
@@ -615,7 +617,7 @@ class SelfPlay:
                     if rates:
                         m[f"{g}/solve_rate"] = float(np.mean(rates))
                     if valid:
-                        m[f"{g}/program_ast_size"] = float(np.mean([_ast_size(r.task.program) for r in valid]))
+                        m[f"{g}/program_ast_size"] = float(np.mean([ast_size(r.task.program) for r in valid]))
                     if t != TaskType.INDUCTION and valid:
                         m[f"{g}/diversity"] = float(np.mean([diversity(r.task.program, r.context) for r in valid]))
         for t, size in self.buffers.sizes().items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import enum
 
@@ -133,3 +134,11 @@ SEED_OUTPUT = "'Hello World'"  # repr of the identity's output
 def seed_task(task_type: TaskType | str) -> Task:
     """The identity triplet every deduction/abduction buffer starts from (docs/algorithm.md section 6)."""
     return Task(TaskType(task_type), SEED_PROGRAM, (SEED_INPUT,), (SEED_OUTPUT,))
+
+
+def ast_size(program: str) -> int:
+    """Nodes in the program's syntax tree (0 if it does not parse): the paper's measure of program size."""
+    try:
+        return sum(1 for _ in ast.walk(ast.parse(program)))
+    except (SyntaxError, ValueError):
+        return 0

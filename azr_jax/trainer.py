@@ -35,6 +35,10 @@ def check_config(c) -> None:
         need(c[name] >= 1, f"{name}={c[name]} must be >= 1")
     need(c.optimizer.microbatch_size >= 1, "optimizer.microbatch_size must be >= 1")
     need(c.num_references >= 0, "num_references must be >= 0")
+    need(
+        c.proposal_log_max_mb >= 0 and c.proposal_log_max_chars >= 1,
+        "proposal_log_max_mb must be >= 0 (0: no log) and proposal_log_max_chars >= 1",
+    )
     need(c.model.attention in IMPLEMENTATIONS, f"model.attention={c.model.attention!r}; choose from {IMPLEMENTATIONS}")
     need(c.sampling.engine in ENGINES, f"sampling.engine={c.sampling.engine!r}; choose from {ENGINES}")
     need(c.sampling.max_rows >= 0 and c.sampling.kv_cache_gib >= 0, "sampling.max_rows and kv_cache_gib must be >= 0")
@@ -113,7 +117,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     import jax
     from flax import nnx
 
-    from azr_jax import distributed, storage
+    from azr_jax import distributed, proposal_log, storage
     from azr_jax.buffers import TaskBuffers
     from azr_jax.checkpointing import Checkpointer
     from azr_jax.formats import export_hf
@@ -147,7 +151,9 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
         save_interval_steps=config.checkpoint_every_steps,
     )
     checkpointer.install_preemption_handler()
-    writer = MetricsWriter(workdir, total_steps=config.total_steps)
+    writer = MetricsWriter(
+        workdir, total_steps=config.total_steps, proposals_max_mb=config.proposal_log_max_mb, log=log
+    )
     metrics: dict[str, float] = {}
     first: dict[str, float] | None = None
     before: dict[str, float] = {}
@@ -186,6 +192,12 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                 if config.eval.every_steps and done % config.eval.every_steps == 0:
                     metrics.update(validate(sampler, tokenizer, pool, config, log))
                 writer.write_scalars(done, metrics)
+                writer.write_proposals(
+                    done,
+                    proposal_log.records(
+                        done, result.proposals, result.solver, config.answer_format, config.proposal_log_max_chars
+                    ),
+                )
                 if config.log_samples_every_steps and done % config.log_samples_every_steps == 0:
                     writer.write_texts(done, result.texts)
                 log(writer.progress_line(done, time.perf_counter() - t, metrics))

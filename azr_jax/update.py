@@ -132,6 +132,17 @@ def bucket(n: int, unit: int, cap: int | None = None) -> int:
     return b if cap is None else min(b, -(-cap // unit) * unit)
 
 
+def prompt_bucket(n: int, unit: int = 16) -> int:
+    """The smallest of `unit * 2^k` and `unit * 1.5 * 2^k` that holds n tokens: half-octave steps pad a
+    prompt by at most 50% (a 574-token proposer prompt trains at 768, not 1024) for twice the shapes."""
+    b = unit
+    while b < n:
+        if b * 3 // 2 >= n:
+            return b * 3 // 2
+        b *= 2
+    return b
+
+
 def pack_rows(
     prompts: Sequence[np.ndarray],
     responses: Sequence[np.ndarray],
@@ -145,7 +156,7 @@ def pack_rows(
 ) -> list[Microbatch]:
     """Every trained sequence of a step as microbatches of `size` rows, each only as long as its rows need.
 
-    Rows are grouped by prompt bucket (a power of two, at least `min_prompt_bucket`), ordered by response
+    Rows are grouped by prompt bucket (`prompt_bucket`, at least `min_prompt_bucket`), ordered by response
     length within a group and cut into microbatches; a microbatch's response length is its longest
     response rounded up to `logit_chunk * 2^k` (up to a power of two, when it fits in one chunk), never
     more than `max_response_tokens` rounded up to the chunk. So a step of short answers does not pay for 8k-token
@@ -157,7 +168,7 @@ def pack_rows(
         return []
     if min(lengths) < 1:
         raise ValueError("every trained row needs a prompt token (the response's first token is predicted from it)")
-    p_bucket = [bucket(n, min_prompt_bucket) for n in lengths]
+    p_bucket = [prompt_bucket(n, min_prompt_bucket) for n in lengths]
     order = sorted(range(len(prompts)), key=lambda i: (p_bucket[i], len(responses[i]), i))
     groups, pending = [], list(order)
     while pending:

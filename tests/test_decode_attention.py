@@ -121,7 +121,9 @@ def test_blocks_read_follow_filled(monkeypatch, per_row):
 
     def counting(x, starts, sizes, **kw):
         if x.ndim == 2:
-            jax.debug.callback(lambda r, st, n: reads.append((int(r), int(st), int(n))), *starts, sizes[0], ordered=True)
+            jax.debug.callback(
+                lambda r, st, n: reads.append((int(r), int(st), int(n))), *starts, sizes[0], ordered=True
+            )
         return real(x, starts, sizes, **kw)
 
     monkeypatch.setattr(jax.lax, "dynamic_slice", counting)

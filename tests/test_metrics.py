@@ -139,3 +139,30 @@ def test_group_table_shows_all_six_groups_first_to_last():
         "-",
     ]
     assert "- -> 0.75" in rows["induction/solve"] and "0.00 -> 0.33" in rows["validation/cruxeval_o"]
+
+
+def test_proposals_are_recorded_truncated_on_resume_and_capped(tmp_path):
+    logs = []
+    record = {"task_type": "deduction", "valid": True, "program": "def f(a):\n    return a" + " " * 200}
+    w = MetricsWriter(str(tmp_path), total_steps=10, proposals_max_mb=2 / 1024, log=logs.append)  # a 2 KB cap
+    for step in (1, 2, 3):
+        w.write_proposals(step, [{"step": step, **record}, {"step": step, **record}])
+    w.close()
+    assert [r["step"] for r in read_jsonl(tmp_path / "proposals.jsonl")] == [1, 1, 2, 2, 3, 3]
+
+    w = MetricsWriter(str(tmp_path), total_steps=10, proposals_max_mb=2 / 1024, log=logs.append)
+    w.truncate_after(2)  # resumed from the step-2 checkpoint: step 3 is done again
+    for step in (3, 4, 5):
+        w.write_proposals(step, [{"step": step, **record}, {"step": step, **record}])
+    w.close()
+    steps = [r["step"] for r in read_jsonl(tmp_path / "proposals.jsonl")]
+    assert steps == [1, 1, 2, 2, 3, 3]  # step 4 would pass 2 KB: not written, and nothing after it either
+    assert os.path.getsize(tmp_path / "proposals.jsonl") <= 2048
+    assert len(logs) == 1 and "proposal_log_max_mb" in logs[0] and "step 4" in logs[0]
+
+
+def test_no_proposal_log_when_the_cap_is_zero(tmp_path):
+    w = MetricsWriter(str(tmp_path), total_steps=10, proposals_max_mb=0)
+    w.write_proposals(1, [{"step": 1, "task_type": "deduction", "valid": False}])
+    w.close()
+    assert not os.path.exists(tmp_path / "proposals.jsonl")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from azr_jax import proposal_log
 from azr_jax.executor import ExecutorPool
 from azr_jax.trainer import ConfigError, build, check_config, train
 from azr_jax.sampling import Samples
@@ -137,6 +138,37 @@ def test_metrics_and_update(scripted_step):
     assert {"time/propose", "time/validate", "time/update", "buffer/induction"} <= set(m)
 
 
+def test_proposal_records_hold_the_task_and_the_solvers_answers(scripted_step):
+    _, result, _ = scripted_step
+    recs = proposal_log.records(7, result.proposals, result.solver, "think_answer", max_chars=40)
+    assert len(recs) == len(result.proposals) and all(r["step"] == 7 for r in recs)
+    ded, bad = [r for r in recs if r["task_type"] == "deduction"]
+    assert ded["valid"] and ded["reward"] == 0.5 and ded["solve_rate"] == 0.5
+    assert ded["program"] == DOUBLE and ded["inputs"] == ["3"] and ded["outputs"] == ["6"] and ded["ast_size"] > 5
+    assert ded["learnability"] == [["6", True], ["7", False]]  # the learnability rollouts' answers
+    # The trained solver's answers to this task this step (it was drawn twice: proposed now, and from the buffer).
+    assert ded["solver"] == [["6", 1.0], ["6", 1.0]]
+    assert not bad["valid"] and bad["reason"] == "banned_import" and bad["solve_rate"] is None
+    assert "program" not in bad and bad["text"].startswith("<think>ok</think>") and "more characters]" in bad["text"]
+    ind = [r for r in recs if r["task_type"] == "induction"][0]
+    assert len(ind["inputs"]) == 10 and ind["message"] == "look closely"
+    assert ind["learnability"] == [[None, False], [None, False]]  # "I am not sure.": no answer
+
+
+def test_reading_a_proposal_log_names_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="proposals.jsonl"):
+        proposal_log.read(str(tmp_path))
+    good = json.dumps({"step": 1, "task_type": "deduction", "valid": False})
+    (tmp_path / "proposals.jsonl").write_text(good + "\n" + good[:20])  # a crash cut the last line
+    assert len(proposal_log.read(str(tmp_path))) == 1
+    (tmp_path / "proposals.jsonl").write_text(good + "\n[1, 2\n" + good + "\n")
+    with pytest.raises(ValueError, match="proposals.jsonl:2"):
+        proposal_log.read(str(tmp_path))
+    (tmp_path / "proposals.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(ValueError, match="not a proposal record"):
+        proposal_log.read(str(tmp_path))
+
+
 def test_learnability_solve_rate_counts_malformed_and_leaves_out_sandbox_errors():
     ok, wrong, malformed = (True, True, "ok"), (True, False, "wrong_answer"), (False, False, "format")
     timeout, infra = (True, False, "timeout"), (True, False, "sandbox_error")
@@ -159,10 +191,13 @@ def test_learnability_format_check_setting():
     with ExecutorPool(num_workers=1) as pool:
         selfplay = SelfPlay(config, model, tokenizer, None, pool)
         # Default: parsed like the trained solver, the unwrapped right answer counts as wrong.
-        assert selfplay.learnability_solve_rates([task, task], texts + texts[::-1], 4) == [0.25, 0.25]
+        got = selfplay.learnability_solve_rates([task, task], texts + texts[::-1], 4)
+        assert [rate for rate, _ in got] == [0.25, 0.25]
+        # The answers the proposal log keeps: the parsed answer (None when there is none) and its verdict.
+        assert got[0][1] == [("6", True), (None, False), ("7", False), (None, False)]
         # Reference-like: no wrapper check, so it counts as right; "I am not sure." stays wrong.
         config.rewards.learnability_format_check = False
-        assert selfplay.learnability_solve_rates([task], texts, 4) == [0.5]
+        assert selfplay.learnability_solve_rates([task], texts, 4)[0][0] == 0.5
         selfplay.close()
 
 
@@ -211,6 +246,10 @@ def test_tiny_runs_and_resume_after_a_kill_is_identical(tmp_path):
     validation = [m for m in _metric_lines(straight) if "validation/cruxeval_o" in m]
     assert [m["step"] for m in validation] == [0, 2, 4]
     assert all(0.0 <= m["validation/cruxeval_i"] <= 1.0 for m in validation)
+    proposals = proposal_log.read(straight)  # every proposal of every step, once, after the resume too
+    assert proposals == proposal_log.read(resumed)
+    assert [r["step"] for r in proposals] == sorted(r["step"] for r in proposals)
+    assert {r["step"] for r in proposals} == {1, 2, 3, 4} and len(proposals) == 4 * 3 * config.batch_size
     a, b = (load_file(os.path.join(d, "hf", "step_4", "model.safetensors")) for d in (straight, resumed))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 

@@ -161,8 +161,8 @@ def test_packed_microbatches_give_the_update_of_one_padded_batch(model):
     adv = [np.full(n, a, np.float32) for n, a in zip(r_lens, [1.0, -0.5, 0.7, -1.2, 0.3])]
     packed = pack_rows(prompts, responses, old, adv, size=2, logit_chunk=4, max_response_tokens=32)
     shapes = sorted((mb.prompt_len, mb.arrays["response_mask"].shape[1]) for mb in packed)
-    # prompts 3, 5, 7 -> bucket 16 (responses 1, 17 | 8 -> 32, 8); 20 -> 32 (30 -> 32); 40 -> 64 (2 -> 2)
-    assert shapes == [(16, 8), (16, 32), (32, 32), (64, 2)], shapes
+    # prompts 3, 5, 7 -> bucket 16 (responses 1, 17 | 8 -> 32, 8); 20 -> 24 (30 -> 32); 40 -> 48 (2 -> 2)
+    assert shapes == [(16, 8), (16, 32), (24, 32), (48, 2)], shapes
     assert sum(int(mb.arrays["response_mask"].sum()) for mb in packed) == sum(r_lens)
 
     full = pack_rows(prompts, responses, old, adv, size=2, logit_chunk=4, max_response_tokens=32, min_prompt_bucket=64)
@@ -196,6 +196,14 @@ def test_response_buckets():
 
     assert [bucket(n, 512, 8096) for n in (1, 512, 513, 1500, 2049, 8096)] == [512, 512, 1024, 2048, 4096, 8192]
     assert bucket(9000, 512, 8096) == 8192  # never past max_response_tokens (rounded up to the chunk)
+
+
+def test_prompt_buckets_step_by_half_octaves():
+    from azr_jax.update import prompt_bucket
+
+    sizes = [prompt_bucket(n) for n in (1, 16, 17, 24, 25, 33, 49, 486, 513, 574, 769, 8000)]
+    assert sizes == [16, 16, 24, 24, 32, 48, 64, 512, 768, 768, 1024, 8192]
+    assert prompt_bucket(100, 64) == 128 and prompt_bucket(65, 64) == 96
 
 
 def test_optimizer_state_and_gradients_are_sharded_like_the_parameters():
