@@ -31,6 +31,7 @@ def paper_config() -> ml_collections.ConfigDict:
     # Seeding (docs/algorithm.md section 6). Tasks per buffer before training: 0 = B x 4 (paper, reference code).
     c.seed_buffer_size = 0
     c.seed_max_rounds = 64
+    c.seed_batch_size = 0  # proposals per task type in a seeding round; 0 = B
     c.seed_dedup = "program"  # program (one seed per program) | triplet (reference code) | none
     c.seed_strip_comments = True  # seed programs lose comments and docstrings: true (paper) | false (reference code)
     c.solver_tasks = "current"  # current (paper) | previous (reference code)

@@ -272,26 +272,27 @@ class _RemoteEventFileFactory:
         storage.makedirs(path)
 
 
-def group_table(first: dict, last: dict) -> str:
-    """The six (task type, role) groups, first step -> last step: count, valid rate (proposer) or accuracy
-    (solver), learnability solve rate and reward; with the CRUXEval validation scores when logged."""
+def group_table(first: dict | None, last: dict) -> str:
+    """The six (task type, role) groups, first step -> last step (only the last when `first` is None, a run
+    of one step): count, valid rate (proposer) or accuracy (solver), learnability solve rate and reward; with
+    the CRUXEval validation scores when logged."""
     from azr_jax.tasks import Role, TaskType, group_id, group_name
 
-    def cell(m, key):
+    def one(m, key):
         return "-" if key not in m else f"{m[key]:.0f}" if key.endswith("/count") else f"{m[key]:.2f}"
+
+    def cell(m, key):
+        return one(last, key) if first is None else f"{one(first, key)} -> {one(last, key)}"
 
     rows = [("group", "count", "valid / acc", "solve rate", "reward")]
     for role in (Role.PROPOSER, Role.SOLVER):
         for t in TaskType:
             g = group_name(group_id(t, role))
             rate = f"{g}/valid_rate" if role == Role.PROPOSER else f"{g}/accuracy"
-            rows.append(
-                (g, *(f"{cell(first, f'{g}/{k}')} -> {cell(last, f'{g}/{k}')}" for k in ("count",)))
-                + tuple(f"{cell(first, k)} -> {cell(last, k)}" for k in (rate, f"{g}/solve_rate", f"{g}/reward"))
-            )
+            rows.append((g, *(cell(first, k) for k in (f"{g}/count", rate, f"{g}/solve_rate", f"{g}/reward"))))
     for k in ("validation/cruxeval_o", "validation/cruxeval_i"):
-        if k in first or k in last:
-            rows.append((k, "", f"{cell(first, k)} -> {cell(last, k)}", "", ""))
+        if k in (first or {}) or k in last:
+            rows.append((k, "", cell(first, k), "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])

@@ -9,11 +9,13 @@ Three strictness settings:
 - `answer_blocks` (small instruct models): no wrapper needed, only the fenced blocks. If the
   response has an `<answer>` block its last one is searched, otherwise the text after the last
   `</think>` (or the whole response).
-- `lenient` (the smallest models): as `answer_blocks`, and a proposal may give its input the way such a
-  model writes it: as a call of `f` after the program (`print(f(3))`, `assert f(3) == 9`, `f(3)` in a
-  block or a line of text) instead of an input block; an induction proposal may list several inputs in one
-  input block, one per line, and give its message as plain text. An input written as a call `f(...)` counts
-  as its arguments. Solver answers parse as under `answer_blocks`.
+- `lenient` (the smallest models; its proposer prompts ask for calls, `prompts.proposer_prompt(calls=True)`):
+  as `answer_blocks`, and a proposal may give its input the way such a model writes it: as a call of `f`
+  after the program (`print(f(3))`, `assert f(3) == 9`, `x = [1, 2]` then `f(x)`, `f(3)` in a block or a
+  line of text) instead of an input block; an induction proposal may give its inputs as calls of `f`
+  anywhere, or one per line of an input block, and its message as plain text, and needs 6 inputs, not 10
+  (the 5 shown to the solver and at least one held out). An input written as a call
+  `f(...)` counts as its arguments. Solver answers parse as under `answer_blocks`.
 
 Parsed results are small dataclasses with `well_formatted` and, on failure, a `reason`.
 """
@@ -24,7 +26,7 @@ import ast
 import dataclasses
 import re
 
-from azr_jax.tasks import NUM_INDUCTION_INPUTS, TaskType
+from azr_jax.tasks import NUM_INDUCTION_INPUTS, NUM_INDUCTION_SHOWN, TaskType
 
 THINK_ANSWER = "think_answer"
 ANSWER_BLOCKS = "answer_blocks"
@@ -159,13 +161,17 @@ def parse_induction_proposal(
         return InductionProposal(False, reason="format")
     inputs = blocks_of_kind(answer, "input")
     messages = blocks_of_kind(answer, "message")
+    need = num_inputs
     if strictness == LENIENT:
-        if len(inputs) < num_inputs:  # one input per line of each block
-            inputs = [_arguments(line) for block in inputs for line in block.splitlines() if line.strip()]
+        need = min(num_inputs, NUM_INDUCTION_SHOWN + 1)  # the shown pairs and at least one held out
+        if len(inputs) < num_inputs:  # calls of `f` anywhere, or one input per line of the input blocks
+            calls = _calls_in_text(answer)
+            lines = [_arguments(line) for block in inputs for line in block.splitlines() if line.strip()]
+            inputs = max(inputs, calls, lines, key=len)
         if not messages:  # the prose around the blocks
             prose = " ".join(_FENCE.sub(" ", answer).replace("<answer>", " ").replace("</answer>", " ").split())
             messages = [prose[:_MAX_PROSE_MESSAGE]] if prose else []
-    if len(inputs) < num_inputs:
+    if len(inputs) < need:
         return InductionProposal(False, reason="too_few_inputs")
     if not messages:
         return InductionProposal(False, reason="no_message_block")
@@ -191,31 +197,84 @@ def _f_call(node: ast.AST) -> ast.Call | None:
     return next((n for n in ast.walk(node) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "f"), None)
 
 
-def _source_of_arguments(call: ast.Call, source: str) -> str:
-    parts = [ast.get_source_segment(source, a) for a in call.args]
-    parts += [
-        ast.get_source_segment(source, k) if k.arg is None else f"{k.arg}={ast.get_source_segment(source, k.value)}"
-        for k in call.keywords
-    ]
-    return ", ".join(p if p is not None else "" for p in parts)
+def _source_of_arguments(call: ast.Call, source: str, bound: dict[str, str] | None = None) -> str:
+    """The call's arguments as written; a bare name bound earlier at top level (`x = [1, 2]; f(x)`) is
+    replaced by the value it was bound to."""
+    bound = bound or {}
+
+    def text(node):
+        if isinstance(node, ast.Name) and node.id in bound:
+            return bound[node.id]
+        return ast.get_source_segment(source, node) or ""
+
+    parts = [text(a) for a in call.args]
+    parts += [text(k.value) if k.arg is None else f"{k.arg}={text(k.value)}" for k in call.keywords]
+    return ", ".join(parts)
 
 
-def _split_calls(program: str) -> tuple[str, str | None]:
-    """(the program without its top-level statements that call `f`, the first such call's arguments)."""
+def _top_level_calls(program: str) -> tuple[str, list[str]]:
+    """(the program without its top-level statements that call `f` or bind the names they pass, the
+    arguments of each such call in order); ([], program) when it does not parse."""
     try:
         tree = ast.parse(program)
     except SyntaxError:
-        return program, None
-    lines, first, drop = program.splitlines(), None, set()
+        return program, []
+    lines, calls, drop, bound, binders = program.splitlines(), [], set(), {}, {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
             continue
         call = _f_call(node)
         if call is not None:
-            first = first if first is not None else _source_of_arguments(call, program)
+            calls.append(_source_of_arguments(call, program, bound))
+            drop.update(range(node.lineno - 1, node.end_lineno))
+            for a in call.args:
+                if isinstance(a, ast.Name) and a.id in binders:
+                    drop.update(binders[a.id])
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            bound[node.targets[0].id] = ast.get_source_segment(program, node.value) or ""
+            binders[node.targets[0].id] = range(node.lineno - 1, node.end_lineno)
+        elif isinstance(node, ast.Expr):  # `print(result)` after `result = f(3)`: console output, not the program
             drop.update(range(node.lineno - 1, node.end_lineno))
     kept = "\n".join(line for i, line in enumerate(lines) if i not in drop).strip()
-    return (kept, first) if first is not None else (program, None)
+    return (kept, calls) if calls else (program, [])
+
+
+def _split_calls(program: str) -> tuple[str, str | None]:
+    """(the program without its top-level statements that call `f`, the first such call's arguments)."""
+    kept, calls = _top_level_calls(program)
+    return kept, calls[0] if calls else None
+
+
+def _calls_in_text(text: str) -> list[str]:
+    """The arguments of every call `f(...)` written anywhere in `text` (code, `f(3) -> 9` lines, prose), in
+    order and without repeats; a call that does not parse alone, or has no arguments, is skipped."""
+    found = []
+    for m in re.finditer(r"(?<![\w.])f\(", text):
+        if text[: m.start()].endswith("def "):
+            continue
+        depth, quote, i = 0, None, m.end() - 1
+        while i < len(text):
+            ch = text[i]
+            if quote:
+                if ch == "\\":
+                    i += 1
+                elif ch == quote:
+                    quote = None
+            elif ch in "'\"":
+                quote = ch
+            elif ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif ch == "\n" and depth == 1 and text[i + 1 : i + 2] == "\n":
+                break  # a blank line inside the call: it was never closed
+            i += 1
+        args = _call_arguments(text[m.start() : i + 1])
+        if args and args not in found:
+            found.append(args)
+    return found
 
 
 def _call_arguments(text: str) -> str | None:

@@ -41,22 +41,28 @@ _INPUT_RULES = (
     "`<input>`, with several arguments separated by commas. Use Python literals only (numbers, "
     "strings, lists, tuples, dicts, sets, booleans, None)."
 )
+# `calls=True` (the `lenient` answer format): inputs are written as calls of `f`, the shape a code model
+# writes unprompted (`print(f(3))` after a function), instead of blocks it tends to leave out.
+_CALL_INPUT_RULES = (
+    "An input is the arguments of a call of `f`, written as Python literals only (numbers, strings, lists, "
+    "tuples, dicts, sets, booleans, None), with several arguments separated by commas."
+)
 
 
 def _block(kind: str, body: str) -> str:
     return f"```{kind}\n{body}\n```"
 
 
-def _snippet(i: int, task: Task) -> str:
-    return "\n".join(
-        (
-            f"<snippet_{i}>",
+def _snippet(i: int, task: Task, calls: bool = False) -> str:
+    program = (
+        (_block("python", f"{task.program}\n\nprint(f({task.input}))"),)
+        if calls
+        else (
             _block("python", task.program),
             _block("input", task.input),
-            _block("output", task.output),
-            f"</snippet_{i}>",
         )
     )
+    return "\n".join((f"<snippet_{i}>", *program, _block("output", task.output), f"</snippet_{i}>"))
 
 
 # `proposer_example`: a worked answer in place of the `def f(...): ...` placeholder. Small models copy the shape
@@ -67,10 +73,47 @@ _EXAMPLE_PROGRAM = """def f(words):
         totals[w[0]] = totals.get(w[0], 0) + len(w)
     return sorted(totals.items())"""
 _EXAMPLE_INPUT = "['apple', 'avocado', 'bean']"
-_EXAMPLE_INDUCTION_INPUTS = ("[3, 1, 2]", "[]", "[5]")
+_EXAMPLE_INDUCTION_INPUTS = (
+    "[3, 1, 2]",
+    "[]",
+    "[5]",
+    "[2, 2, 1]",
+    "[-4, 0, 4]",
+    "[9, 8, 7, 6]",
+    "[1, 1, 1]",
+    "[10, -10]",
+    "[0]",
+    "[7, 3, 5, 1]",
+)
+assert len(_EXAMPLE_INDUCTION_INPUTS) == NUM_INDUCTION_INPUTS
 
 
-def _program_proposer_prompt(task_type: TaskType, references: Sequence[Task], example: bool = False) -> str:
+def _program_answer(example: bool, calls: bool) -> list[str]:
+    """How a deduction/abduction proposer answers: a python block and an input block, or (calls) one python
+    block ending in a printed call of `f` on the input."""
+    program = _EXAMPLE_PROGRAM if example else "def f(...):\n    ..."
+    inp = _EXAMPLE_INPUT if example else "..."
+    like = ", like this example (write your own function, not this one):" if example else ":"
+    if calls:
+        return [
+            "Answer inside <answer> </answer> with one python block: your function `f`, then, as the block's "
+            "last line, a call of `f` on the input you chose, printed" + like,
+            "<answer>",
+            _block("python", f"{program}\n\nprint(f({inp}))"),
+            "</answer>",
+        ]
+    return [
+        "Answer with exactly one python block and one input block inside <answer> </answer>" + like,
+        "<answer>",
+        _block("python", program),
+        _block("input", inp),
+        "</answer>",
+    ]
+
+
+def _program_proposer_prompt(
+    task_type: TaskType, references: Sequence[Task], example: bool = False, calls: bool = False
+) -> str:
     if task_type == TaskType.DEDUCTION:
         goal = "Another solver will be shown your function and input and must predict the output."
     else:
@@ -78,7 +121,7 @@ def _program_proposer_prompt(task_type: TaskType, references: Sequence[Task], ex
     if references:
         refs = (
             "Earlier programs, each with an input and the output it produced:\n\n"
-            + "\n\n".join(_snippet(i, t) for i, t in enumerate(references))
+            + "\n\n".join(_snippet(i, t, calls) for i, t in enumerate(references))
             + "\n\nYour program must be clearly different from all of these: a new idea, "
             "not a small edit of one of them."
         )
@@ -101,21 +144,36 @@ def _program_proposer_prompt(task_type: TaskType, references: Sequence[Task], ex
             f"- It imports none of: {', '.join(BANNED_IMPORTS)}.",
             f"- It calls none of: {', '.join(BANNED_CALLS)}.",
             "",
-            _INPUT_RULES,
+            _CALL_INPUT_RULES if calls else _INPUT_RULES,
             "",
             refs,
             "",
-            "Answer with exactly one python block and one input block inside <answer> </answer>"
-            + (", like this example (write your own function, not this one):" if example else ":"),
-            "<answer>",
-            _block("python", _EXAMPLE_PROGRAM if example else "def f(...):\n    ..."),
-            _block("input", _EXAMPLE_INPUT if example else "..."),
-            "</answer>",
+            *_program_answer(example, calls),
         )
     )
 
 
-def _induction_proposer_prompt(program: str, example: bool = False) -> str:
+def _induction_answer(example: bool, calls: bool) -> list[str]:
+    """How an induction proposer answers: input blocks, or (calls) one python block of printed calls of `f`;
+    then a message block."""
+    n = NUM_INDUCTION_INPUTS
+    like = " (shown here for a function of one list):" if example else ":"
+    message = _block("message", "The result sorts the list in descending order." if example else "...")
+    if calls:
+        head = f"Answer inside <answer> </answer> with one python block of {n} calls of `f`, one per line, each on a different input, printed, followed by one message block"
+        inputs = _EXAMPLE_INDUCTION_INPUTS if example else ("...",) * n
+        body = [_block("python", "\n".join(f"print(f({x}))" for x in inputs))]
+    else:
+        head = f"Answer inside <answer> </answer> with {n} input blocks, one input each, followed by one message block"
+        body = (
+            [_block("input", x) for x in _EXAMPLE_INDUCTION_INPUTS]
+            if example
+            else [_block("input", "...")] * 2 + ["..."]
+        )
+    return [head + like, "<answer>", *body, message, "</answer>"]
+
+
+def _induction_proposer_prompt(program: str, example: bool = False, calls: bool = False) -> str:
     return "\n".join(
         (
             "## Task: choose inputs and write a message for a given function",
@@ -126,47 +184,36 @@ def _induction_proposer_prompt(program: str, example: bool = False) -> str:
             "",
             _block("python", program),
             "",
-            "Each input will be plugged in here:",
-            _block("python", INDUCTION_PLACEHOLDER),
-            "",
-            _INPUT_RULES,
+            *(() if calls else ("Each input will be plugged in here:", _block("python", INDUCTION_PLACEHOLDER), "")),
+            _CALL_INPUT_RULES if calls else _INPUT_RULES,
             "",
             f"- Give {NUM_INDUCTION_INPUTS} diverse inputs that exercise different behaviours, edge "
             "cases included; each must run without error.",
-            "- The message hints at what the function computes, in words; it must not contain the " "code.",
+            "- The message hints at what the function computes, in words; it must not contain the code.",
             "",
-            f"Answer inside <answer> </answer> with {NUM_INDUCTION_INPUTS} input blocks, one input "
-            "each, followed by one message block"
-            + (
-                f" (shown here for a function of one list, with 3 of the {NUM_INDUCTION_INPUTS} inputs):"
-                if example
-                else ":"
-            ),
-            "<answer>",
-            *(
-                [_block("input", x) for x in _EXAMPLE_INDUCTION_INPUTS]
-                if example
-                else [_block("input", "..."), _block("input", "...")]
-            ),
-            "...",
-            _block("message", "The result sorts the list in descending order." if example else "..."),
-            "</answer>",
+            *_induction_answer(example, calls),
         )
     )
 
 
 def proposer_prompt(
-    task_type: TaskType | str, *, references: Sequence[Task] = (), program: str | None = None, example: bool = False
+    task_type: TaskType | str,
+    *,
+    references: Sequence[Task] = (),
+    program: str | None = None,
+    example: bool = False,
+    calls: bool = False,
 ) -> str:
     """Proposer task text. Deduction/abduction take the K reference tasks of the same type;
     induction takes the program to write inputs and a message for. `example`: a worked answer instead of
-    the placeholders (config `proposer_example`)."""
+    the placeholders (config `proposer_example`); `calls`: inputs asked for as calls of `f` (the
+    `lenient` answer format, which parses them)."""
     task_type = TaskType(task_type)
     if task_type == TaskType.INDUCTION:
         if program is None:
             raise ValueError("the induction proposer needs a program")
-        return _induction_proposer_prompt(program, example)
-    return _program_proposer_prompt(task_type, references, example)
+        return _induction_proposer_prompt(program, example, calls)
+    return _program_proposer_prompt(task_type, references, example, calls)
 
 
 def solver_prompt(task: Task, *, num_shown: int = NUM_INDUCTION_SHOWN) -> str:

@@ -205,23 +205,25 @@ class SelfPlay:
     def proposer_prompts(self, task_type: TaskType, count: int, rng: np.random.Generator):
         """(prompt ids, references or program) for `count` proposer prompts of one task type, less those
         longer than `max_prompt_tokens` (dropped and counted, `_fitting`)."""
-        out, example = [], self.config.proposer_example
+        out = []
+        shape = dict(example=self.config.proposer_example, calls=self.strictness == parsing.LENIENT)
         if task_type == TaskType.INDUCTION:
             for program in self.buffers.sample_induction_programs(count, rng):
-                out.append((self.render(prompts.proposer_prompt(task_type, program=program, example=example)), program))
+                out.append((self.render(prompts.proposer_prompt(task_type, program=program, **shape)), program))
         else:
             k = self.config.num_references if self.config.use_references else 0
             for _ in range(count):
                 refs = self.buffers.sample_references(task_type, k, rng) if k else []
-                out.append((self.render(prompts.proposer_prompt(task_type, references=refs, example=example)), refs))
+                out.append((self.render(prompts.proposer_prompt(task_type, references=refs, **shape)), refs))
         return self._fitting(out, [task_type] * len(out), Role.PROPOSER)
 
-    def propose(self, task_types, rng: np.random.Generator, key) -> list[Rollout]:
-        """B proposer prompts per task type (fewer when some are too long), sampled in one call.
+    def propose(self, task_types, rng: np.random.Generator, key, count: int | None = None) -> list[Rollout]:
+        """`count` (default B) proposer prompts per task type (fewer when some are too long), sampled in one call.
 
         Proposing starts every step and every seeding round, so it also resets `dropped_prompts`."""
         self.dropped_prompts.clear()
-        flat = [(t, ids, ctx) for t in task_types for ids, ctx in self.proposer_prompts(t, self.config.batch_size, rng)]
+        count = count or self.config.batch_size
+        flat = [(t, ids, ctx) for t in task_types for ids, ctx in self.proposer_prompts(t, count, rng)]
         if not flat:
             return []
         samples = self.sample([ids for _, ids, _ in flat], 1, key)
@@ -328,7 +330,9 @@ class SelfPlay:
     def seed_buffers(self, log_fn=print) -> None:
         """The seeding phase (docs/algorithm.md section 6): the model proposes, round after round and with
         no updates, until every buffer in play holds `seed_size` tasks; at most `seed_max_rounds` rounds for the
-        deduction/abduction pool and as many again for induction, so induction is always tried.
+        deduction/abduction pool and as many again for induction, so induction is always tried. A round
+        proposes `seed_batch_size` (default B) prompts per missing task type: on a CPU, where a decode step
+        costs the weights' read whatever the rows, a larger seeding batch costs little more time.
 
         Deduction and abduction share one pool: the valid proposals of both proposer types go, in proposal
         order, into both buffers (each kept in the same order), so references come from the same pool and
@@ -370,7 +374,8 @@ class SelfPlay:
         """One round of seeding proposals for the `missing` buffers, deduplicated against `held`."""
         c = self.config
         rng = np.random.default_rng([c.seed, 1_000_000 + round_])
-        proposals = self.propose(missing, rng, jax.random.fold_in(self.key, 1_000_000 + round_))
+        key = jax.random.fold_in(self.key, 1_000_000 + round_)
+        proposals = self.propose(missing, rng, key, c.seed_batch_size or c.batch_size)
         self.validate(proposals)
         valid = [r.task for r in proposals if r.valid]
         if c.seed_strip_comments and TaskType.INDUCTION not in missing:

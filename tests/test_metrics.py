@@ -166,3 +166,12 @@ def test_no_proposal_log_when_the_cap_is_zero(tmp_path):
     w.write_proposals(1, [{"step": 1, "task_type": "deduction", "valid": False}])
     w.close()
     assert not os.path.exists(tmp_path / "proposals.jsonl")
+
+
+def test_group_table_of_a_single_step_has_one_value_per_cell():
+    from azr_jax.metrics import group_table
+
+    last = {"abduction/solve/count": 2.0, "abduction/solve/accuracy": 0.5, "validation/cruxeval_i": 0.25}
+    rows = {line.split()[0]: line.split() for line in group_table(None, last).splitlines()[2:]}
+    assert rows["abduction/solve"] == ["abduction/solve", "2", "0.50", "-", "-"]
+    assert rows["validation/cruxeval_i"] == ["validation/cruxeval_i", "0.25"] and "->" not in str(rows)

@@ -266,6 +266,13 @@ def test_multiline_and_tricky_bodies():
         (fence("python", PROGRAM) + "\n" + fence("", "f([5, 4])"), PROGRAM, "[5, 4]"),
         (fence("python", PROGRAM) + "\nTry it with `f([7])`.", PROGRAM, "[7]"),
         (fence("python", PROGRAM) + "\nInput: f([8, 9])", PROGRAM, "[8, 9]"),
+        # a name bound at top level and passed to f: its value is the input; both, and the printing, removed
+        (
+            fence("python", PROGRAM + '\n\ninput_0 = ["a", "b"]\noutput_0 = f(input_0)\nprint(output_0)'),
+            PROGRAM,
+            '["a", "b"]',
+        ),
+        (fence("python", PROGRAM + "\nxs = [1, 2]\nprint(f(xs, k=xs))"), PROGRAM, "[1, 2], k=[1, 2]"),
         # an input block wins; a lone call in it counts as its arguments
         (fence("python", PROGRAM + "\nprint(f([0]))") + fence("input", "f([6])"), PROGRAM + "\nprint(f([0]))", "[6]"),
     ],
@@ -304,3 +311,21 @@ def test_lenient_induction_proposal_one_input_per_line_and_prose_message():
     assert parse_induction_proposal(fence("input", "1\n2"), "lenient").reason == "too_few_inputs"
     many = "\n".join(fence("input", x) for x in lines)  # ten blocks: read as blocks, message still needed
     assert parse_induction_proposal(many, "lenient").reason == "no_message_block"
+
+
+def test_lenient_induction_proposal_from_calls_of_f():
+    """The shape `proposer_prompt(calls=True)` asks for (printed calls in a python block), and the calls a
+    small model writes elsewhere: `f(3) -> 9` lines, an unclosed call, a block that is not valid Python."""
+    block = "\n".join(f"print(f({x}))" for x in ["[3, 1]", "[]", "'a)b'", "1, k=2"]) + "\nprint(f([9]\nf(0) -> 0\n"
+    text = fence("python", block) + "Also `f(5)`, and f(5) again; def f(x) is not a call.\n" + "f(6) ➞ 6\n"
+    got = parse_induction_proposal(text + fence("message", "adds"), "lenient")
+    assert got.well_formatted and got.message == "adds"
+    # in order, once each; the unclosed call is skipped
+    assert got.inputs == ("[3, 1]", "[]", "'a)b'", "1, k=2", "0", "5", "6")
+    six = fence("python", "\n".join(f"print(f({i}))" for i in range(6))) + fence("message", "m")
+    five = fence("python", "\n".join(f"print(f({i}))" for i in range(5))) + fence("message", "m")
+    assert parse_induction_proposal(six, "lenient").inputs == tuple(map(str, range(6)))  # 5 shown, 1 held out
+    assert parse_induction_proposal(five, "lenient").reason == "too_few_inputs"
+    twelve = fence("python", "\n".join(f"print(f({i}))" for i in range(12))) + fence("message", "m")
+    assert parse_induction_proposal(twelve, "lenient").inputs == tuple(map(str, range(2, 12)))  # the last ten
+    assert parse_induction_proposal(twelve, ANSWER_BLOCKS).reason == "too_few_inputs"  # strict formats need blocks

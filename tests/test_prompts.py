@@ -1,5 +1,6 @@
 import pytest
 
+from azr_jax.executor.rules import check_input
 from azr_jax.parsing import parse_induction_proposal, parse_program_proposal, parse_solver
 from azr_jax.prompts import INDUCTION_PLACEHOLDER, answer_stop, proposer_prompt, render, solver_prompt
 from azr_jax.tasks import BANNED_CALLS, BANNED_IMPORTS, Task, TaskType, seed_task
@@ -99,9 +100,31 @@ def test_proposer_example_prompts_parse_and_differ():
         got = parse_program_proposal("ok</think>\n" + text[text.rindex("<answer>") :])
         assert got.well_formatted and got.program.startswith("def f(words)") and got.input.startswith("['apple'")
     text = proposer_prompt("induction", program=PROGRAM, example=True)
-    skeleton = text[text.rindex("<answer>") :]
-    got = parse_induction_proposal("ok</think>\n" + skeleton.replace("...\n", ""), num_inputs=3)
-    assert got.well_formatted and got.inputs == ("[3, 1, 2]", "[]", "[5]") and "descending" in got.message
+    got = parse_induction_proposal("ok</think>\n" + text[text.rindex("<answer>") :])
+    assert got.well_formatted and got.inputs[:3] == ("[3, 1, 2]", "[]", "[5]") and "descending" in got.message
+
+
+@pytest.mark.parametrize("example", [False, True])
+def test_call_shaped_proposer_prompts_match_the_lenient_parser(example):
+    """`calls=True` (answer_format lenient): inputs asked for as printed calls of `f`. The worked example
+    parses under lenient; the placeholder skeleton does not give a valid input (`...` is rejected)."""
+    for task_type in ("deduction", "abduction"):
+        text = proposer_prompt(task_type, references=REFS, example=example, calls=True)
+        assert "```input" not in text and "print(f(" in text
+        got = parse_program_proposal(text[text.rindex("<answer>") :], "lenient")
+        if example:
+            assert got.well_formatted and got.program.startswith("def f(words)") and "print" not in got.program
+            assert got.input == "['apple', 'avocado', 'bean']"
+        else:
+            assert not got.well_formatted  # `def f(...)` is not Python
+    text = proposer_prompt("induction", program=PROGRAM, example=example, calls=True)
+    assert INDUCTION_PLACEHOLDER not in text and "10 calls of `f`" in text
+    got = parse_induction_proposal(text[text.rindex("<answer>") :], "lenient")
+    if example:
+        assert got.well_formatted and len(got.inputs) == 10 and got.inputs[0] == "[3, 1, 2]"
+        assert all(check_input(x) is None for x in got.inputs)
+    else:  # the placeholder call, once: too few inputs (and `...` is no input anyway)
+        assert got.reason == "too_few_inputs" and check_input("...") is not None
 
 
 def test_render_azr():

@@ -407,6 +407,16 @@ def test_seeding_short_pool_still_seeds_induction(scripted_step, monkeypatch):
     assert all(t in lines[-1] for t in ("deduction", "abduction", "induction"))
 
 
+def test_seed_batch_size_sets_the_proposals_of_a_seeding_round(scripted_step, monkeypatch):
+    _, _, trained = scripted_step
+    monkeypatch.setitem(globals(), "scripted_response", seeding_response)
+    config = tiny_config(
+        batch_size=1, seed_batch_size=2, seed_buffer_size=20, seed_max_rounds=1, answer_format="think_answer"
+    )
+    _, sampler, _ = _seed(trained, config)
+    assert [len(call) for call in sampler.calls] == [4, 2]  # 2 per type: deduction + abduction, then induction
+
+
 def test_stop_string_skips_tags_quoted_while_thinking(scripted_step):
     """azr: the prompt opens <think>, so only an answer after </think> ends a response (docs/algorithm.md 2.1)."""
     import types

@@ -76,6 +76,8 @@ def check_input(text, reason=Reason.BAD_INPUT):
     for node in call.args + [k.value for k in call.keywords]:
         if isinstance(node, ast.Starred):
             return reason, "starred argument"
+        if any(isinstance(n, ast.Constant) and n.value is Ellipsis for n in ast.walk(node)):
+            return reason, "`...` is the prompt's placeholder, not an input"
         try:
             _reject_nan(ast.literal_eval(node))
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
