@@ -12,11 +12,12 @@ logged, are printed in the title.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
+
+from azr_jax.report import ReportError, read_jsonl
 
 TASK_TYPES = ("deduction", "abduction", "induction")
 COLOURS = {"deduction": "tab:blue", "abduction": "tab:orange", "induction": "tab:green"}
@@ -26,19 +27,8 @@ def read_metrics(workdir: str) -> list[dict]:
     """The step records of `workdir/metrics.jsonl` (a cut last line is skipped; other bad lines are errors)."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: is {workdir} the workdir of an azr_jax run?")
-    with open(path) as f:
-        lines = f.read().split("\n")
-    out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i < len(lines) - 1:
-                raise ValueError(f"{path}:{i}: not a JSON object ({e})") from None
-    return out
+        raise ReportError(f"{path} does not exist: is {workdir} the workdir of an azr_jax run?")
+    return read_jsonl(path)
 
 
 def series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +113,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         records = read_metrics(args.workdir)
-    except (FileNotFoundError, ValueError) as e:
+    except ReportError as e:
         print(f"curves: {e}", file=sys.stderr)
         return 2
     if not any(r["step"] > 0 for r in records):

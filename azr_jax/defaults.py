@@ -85,7 +85,7 @@ def paper_config() -> ml_collections.ConfigDict:
     c.executor = ml_collections.ConfigDict({"num_workers": 0, "timeout_s": 5.0})  # 0 = one per CPU core
 
     # Checkpoints, logging, validation.
-    c.checkpoint_every_steps = 10
+    c.checkpoint_every_steps = 10  # and at the last step and on SIGTERM; 0: only on SIGTERM
     c.keep_checkpoints = 3
     c.export_hf_at_end = True
     c.log_samples_every_steps = 1

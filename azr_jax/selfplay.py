@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import collections
-import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -148,7 +147,6 @@ class SelfPlay:
             self.key = jax.random.wrap_key_data(distributed.put(np.asarray(jax.random.key_data(self.key)), replicated))
         self.buffers = TaskBuffers.seeded()
         self.dropped_prompts: collections.Counter[str] = collections.Counter()  # group -> prompts too long, this step
-        self._background = concurrent.futures.ThreadPoolExecutor(1)
 
     # ----------------------------------------------------------------------------------- sampling
 
@@ -440,27 +438,12 @@ class SelfPlay:
         self.validate(proposals)
         lap("validate")
 
-        # 3. Learnability: N solver rollouts per valid proposal (not trained on).
+        # 3. Learnability and solving share one sampler call, so a CPU pays one decode loop, not two, and
+        # an accelerator's queue drains once. Learnability: N answers per valid proposal (not trained on).
+        # Solve: this step's valid proposals, filled up to B per task type from the buffer.
         valid = [r for r in proposals if r.valid]
-        check_future = None
-        if valid and c.train_proposer:
-            tasks = [r.task for r in valid]
-            n = c.learnability_rollouts
-            rollouts = self.sample(self.solver_prompt_ids(tasks), n, jax.random.fold_in(key, 1))
-            # Checked in the background on this host's share of the tasks with its own pool (no collective
-            # off the main thread: hosts could interleave them differently); gathered after solving.
-            mine = distributed.share(range(len(tasks)))
-            check_future = self._background.submit(
-                self.learnability_solve_rates,
-                [tasks[j] for j in mine],
-                [rollouts.texts[j * n + k] for j in mine for k in range(n)],
-                n,
-                getattr(self.pool, "local", self.pool),
-            )
-        lap("learnability_sample")
-
-        # 4. Solve: this step's valid proposals, filled up to B from the buffer (sampled while the
-        # learnability rollouts are being checked).
+        learn_tasks = [r.task for r in valid] if c.train_proposer else []
+        n = c.learnability_rollouts
         for t in self.task_types:
             self.buffers.add(t, [r.task for r in valid if r.task_type == t])
         tasks = [
@@ -468,22 +451,26 @@ class SelfPlay:
             for t in self.task_types
             for task in self.buffers.solver_tasks(t, c.batch_size, rng, proposals=c.solver_tasks)
         ]
-        solver: list[Rollout] = []
         tasks, ids = self.solver_prompts(tasks)  # prompts over max_prompt_tokens are skipped and counted
-        if tasks:
-            solver_samples = self.sample(ids, 1, jax.random.fold_in(key, 2))
+        learn_ids = [p for p in self.solver_prompt_ids(learn_tasks) for _ in range(n)]
+        solver: list[Rollout] = []
+        if learn_ids or ids:
+            samples = self.sample(learn_ids + ids, 1, jax.random.fold_in(key, 1))
             for i, task in enumerate(tasks):
-                r = self._rollout(solver_samples, i, task.task_type, Role.SOLVER, ids[i])
+                r = self._rollout(samples, len(learn_ids) + i, task.task_type, Role.SOLVER, ids[i])
                 r.task = task
                 solver.append(r)
         lap("solve_sample")
+
+        # 4. Check every answer in the executor, spread over the processes.
         for r, (ok_format, correct, reason) in zip(
             solver, self.check_answers([r.task for r in solver], [r.text for r in solver])
         ):
             r.well_formatted, r.valid, r.reason = ok_format, correct, reason
-        if check_future is not None:
-            for r, (s, answers) in zip(valid, distributed.gather_shares(check_future.result(), len(valid))):
-                r.solve_rate, r.answers = s, [tuple(a) for a in answers]
+        if learn_tasks:
+            rates = self.learnability_solve_rates(learn_tasks, samples.texts[: len(learn_ids)], n)
+            for r, (s, answers) in zip(valid, rates):
+                r.solve_rate, r.answers = s, answers
         lap("check")
 
         # 5. Rewards (docs/algorithm.md section 4).
@@ -519,7 +506,7 @@ class SelfPlay:
         metrics["time/step"] = sum(timings.values())
         generated = sum(len(r.tokens) for r in proposals + solver)
         metrics["tokens_per_second/sampling"] = generated / max(
-            timings["time/propose"] + timings["time/learnability_sample"] + timings["time/solve_sample"], 1e-9
+            timings["time/propose"] + timings["time/solve_sample"], 1e-9
         )
         return StepResult(metrics, self.text_samples(proposals, solver), proposals, solver)
 
@@ -653,6 +640,3 @@ class SelfPlay:
     def load_state(self, state: dict) -> None:
         self.params, self.opt_state, self.key = state["params"], state["opt_state"], state["key"]
         nnx.update(self.sampler.model, self.params)
-
-    def close(self) -> None:
-        self._background.shutdown(wait=True)

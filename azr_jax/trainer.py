@@ -36,6 +36,7 @@ def check_config(c) -> None:
     need(c.optimizer.microbatch_size >= 1, "optimizer.microbatch_size must be >= 1")
     need(c.num_references >= 0, "num_references must be >= 0")
     need(c.seed_batch_size >= 0, "seed_batch_size must be >= 0 (0: batch_size)")
+    need(c.checkpoint_every_steps >= 0, "checkpoint_every_steps must be >= 0 (0: only on preemption)")
     need(
         c.proposal_log_max_mb >= 0 and c.proposal_log_max_chars >= 1,
         "proposal_log_max_mb must be >= 0 (0: no log) and proposal_log_max_chars >= 1",
@@ -149,7 +150,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     checkpointer = Checkpointer(
         storage.join(workdir, "checkpoints"),
         keep=config.keep_checkpoints,
-        save_interval_steps=config.checkpoint_every_steps,
+        save_interval_steps=config.checkpoint_every_steps or 1,
     )
     checkpointer.install_preemption_handler()
     writer = MetricsWriter(
@@ -205,12 +206,13 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                 log(writer.progress_line(done, time.perf_counter() - t, metrics))
                 last = done == config.total_steps
                 preempted = distributed.any_process(checkpointer.preempted)  # SIGTERM on any host: all stop here
-                checkpointer.save(
-                    done,
-                    selfplay.state(),
-                    {"buffers": selfplay.buffers.to_dict()},
-                    force=last or preempted,
-                )
+                if config.checkpoint_every_steps or preempted:  # 0: only when preempted
+                    checkpointer.save(
+                        done,
+                        selfplay.state(),
+                        {"buffers": selfplay.buffers.to_dict()},
+                        force=last or preempted,
+                    )
                 writer.flush()
                 if preempted and not last:
                     log(f"preempted: saved step {done}, exiting")
@@ -222,7 +224,6 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                     export_hf(model, tokenizer, out)  # every process gathers, process 0 writes
                     log(f"exported {out}")
         finally:
-            selfplay.close()
             checkpointer.wait()
             checkpointer.close()
             writer.close()

@@ -73,7 +73,6 @@ def main(argv):
                     g = f"{t.value}/propose"
                     reasons = {k.split("/")[-1]: round(v, 2) for k, v in m.items() if k.startswith(g + "/reason/")}
                     print(f"    {g}: {int(m.get(g + '/count', 0))} proposals, reasons {reasons}", flush=True)
-            selfplay.close()
             spread = float(np.std(rewards))
             rows.append((spread, setting, {k: float(np.mean(v)) for k, v in table.items()}))
             print(

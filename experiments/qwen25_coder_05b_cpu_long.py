@@ -23,4 +23,5 @@ def get_config():
     c.keep_checkpoints = 2
     c.eval.every_steps = 10
     c.eval.at_start = True
+    c.eval.limit = 3
     return c

@@ -1,5 +1,6 @@
 """The self-play loop end to end: a scripted policy with the real executor, `tiny.py` for real, resume."""
 
+import collections
 import json
 import os
 import signal
@@ -35,7 +36,8 @@ def _ans(kind, body):
 
 def scripted_response(prompt: str, occurrence: int, sample: int) -> str:
     """Fixed responses by prompt kind. `occurrence`: how many prompts of this kind came earlier in the
-    same call (the first proposal of each type is valid, the second is not); `sample`: index among n."""
+    same call (the first proposal of each type is valid, the second is not); `sample`: how many answers to
+    this same prompt came earlier in the call (learnability rollouts, then the solver's own answers)."""
     if "## Task: predict the output" in prompt:  # deduction solver: right, except odd samples of x * 2
         if "x * 2" in prompt:
             return _ans("output", "6" if sample % 2 == 0 else "7")
@@ -62,13 +64,14 @@ class ScriptedSampler:
         self.model, self.tokenizer = model, tokenizer
 
     def generate(self, prompts, params, seed=0):
-        texts, seen = [], {}
+        texts, seen, repeats = [], {}, collections.Counter()
         for ids in prompts:
             prompt = self.tokenizer.decode(ids)
             kind = prompt[prompt.index("## Task:") :].split("\n")[0] + str("must predict" in prompt)
-            for j in range(params.n):
-                texts.append(scripted_response(prompt, seen.get(kind, 0), j))
+            for j in range(params.n):  # `sample`: the j-th answer to this prompt in this call
+                texts.append(scripted_response(prompt, seen.get(kind, 0), repeats[prompt] + j))
             seen[kind] = seen.get(kind, 0) + 1
+            repeats[prompt] += params.n
         ids = [self.tokenizer(t, add_special_tokens=False).input_ids[: params.max_new_tokens] for t in texts]
         tokens = np.zeros((len(ids), params.max_new_tokens), np.int32)
         for i, x in enumerate(ids):
@@ -93,7 +96,6 @@ def scripted_step():
         selfplay.seed_buffers(lambda s: None)
         seeded = selfplay.buffers.sizes()
         result = selfplay.train_step(0)
-        selfplay.close()
     return seeded, result, selfplay
 
 
@@ -123,7 +125,8 @@ def test_rewards_follow_the_spec_table(scripted_step):
     assert rewards(abd) == [0.0, -1.0] and rewards(ind) == [0.0, -1.0]
     assert abd[0].solve_rate == 0.0 and ind[0].solve_rate == 0.0
     ded, abd, ind = (_by(result.solver, t) for t in TaskType)
-    assert rewards(ded) == [1.0, 1.0]  # right answers
+    # x * 2 drawn twice for solving, after its two learnability rollouts in the same call: samples 2 and 3
+    assert rewards(ded) == [1.0, -0.5]  # right, then well formatted but wrong
     assert rewards(abd) == [-0.5, -0.5]  # well formatted, wrong
     assert rewards(ind) == [-1.0, -1.0]  # unformatted
     assert result.solver[0].task.program == DOUBLE  # this step's proposal is solved first
@@ -132,7 +135,7 @@ def test_rewards_follow_the_spec_table(scripted_step):
 def test_metrics_and_update(scripted_step):
     _, result, _ = scripted_step
     m = result.metrics
-    assert m["deduction/propose/valid_rate"] == 0.5 and m["deduction/solve/accuracy"] == 1.0
+    assert m["deduction/propose/valid_rate"] == 0.5 and m["deduction/solve/accuracy"] == 0.5
     assert m["induction/solve/format_valid"] == 0.0 and m["abduction/propose/reason/banned_import"] == 0.5
     assert np.isfinite(m["optimizer/loss"]) and m["optimizer/skipped"] == 0.0 and m["optimizer/grad_norm"] > 0
     assert {"time/propose", "time/validate", "time/update", "buffer/induction"} <= set(m)
@@ -147,7 +150,7 @@ def test_proposal_records_hold_the_task_and_the_solvers_answers(scripted_step):
     assert ded["program"] == DOUBLE and ded["inputs"] == ["3"] and ded["outputs"] == ["6"] and ded["ast_size"] > 5
     assert ded["learnability"] == [["6", True], ["7", False]]  # the learnability rollouts' answers
     # The trained solver's answers to this task this step (it was drawn twice: proposed now, and from the buffer).
-    assert ded["solver"] == [["6", 1.0], ["6", 1.0]]
+    assert ded["solver"] == [["6", 1.0], ["7", -0.5]]
     assert not bad["valid"] and bad["reason"] == "banned_import" and bad["solve_rate"] is None
     assert "program" not in bad and bad["text"].startswith("<think>ok</think>") and "more characters]" in bad["text"]
     ind = [r for r in recs if r["task_type"] == "induction"][0]
@@ -198,7 +201,6 @@ def test_learnability_format_check_setting():
         # Reference-like: no wrapper check, so it counts as right; "I am not sure." stays wrong.
         config.rewards.learnability_format_check = False
         assert selfplay.learnability_solve_rates([task], texts, 4)[0][0] == 0.5
-        selfplay.close()
 
 
 def test_bad_config_is_a_clear_error():
@@ -254,6 +256,17 @@ def test_tiny_runs_and_resume_after_a_kill_is_identical(tmp_path):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_checkpoint_every_steps_zero_saves_nothing_and_one_step_gets_a_single_table(tmp_path):
+    config = tiny_config(total_steps=1, checkpoint_every_steps=0, export_hf_at_end=False)
+    config.eval.every_steps = 0
+    lines = []
+    train(config, str(tmp_path), log=lines.append)
+    assert _latest_step(str(tmp_path)) is None
+    table = next(line for line in lines if line.startswith("\nper group"))
+    assert table.startswith("\nper group, step 1 (the only step of this run):") and "->" not in table
+    assert len(proposal_log.read(str(tmp_path))) == 3 * config.batch_size
+
+
 # ---- over-long prompts (docs/algorithm.md section 2.1) ------------------------------------------
 
 
@@ -305,8 +318,9 @@ def test_update_with_empty_groups_is_finite(scripted_step):
     m = selfplay.update(list(result.solver))
     assert np.isfinite(m["optimizer/loss"]) and m["optimizer/skipped"] == 0.0
     assert not any(k.startswith(f"{t.value}/propose/advantage") for t in TaskType for k in m)
-    for t in TaskType:  # every solver group's rewards are equal here: exactly zero advantages
+    for t in (TaskType.ABDUCTION, TaskType.INDUCTION):  # equal rewards within the group: exactly zero advantages
         assert m[f"{t.value}/solve/advantage_mean"] == 0.0 and m[f"{t.value}/solve/advantage_std"] == 0.0
+    assert m["deduction/solve/advantage_std"] > 0  # one right, one wrong answer
 
 
 # ---- seeding (docs/algorithm.md section 6) -----------------------------------------------------
@@ -350,7 +364,6 @@ def _seed(trained, config):
     with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
         selfplay = SelfPlay(config, trained.sampler.model, trained.tokenizer, sampler, pool)
         selfplay.seed_buffers(lines.append)
-        selfplay.close()
     return selfplay, sampler, lines
 
 
@@ -443,7 +456,6 @@ def test_tiny_bf16_recomputed_old_logprobs_give_ratio_one():
     with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
         selfplay = SelfPlay(config, model, tokenizer, sampler, pool)
         m = selfplay.train_step(0).metrics
-        selfplay.close()
     assert m["optimizer/approx_kl"] == 0.0 and m["optimizer/clip_frac"] == 0.0  # exactly: pi_old is this forward
     assert m["optimizer/skipped"] == 0.0 and np.isfinite(m["optimizer/loss"])
     # The sampler's tempered log-probs differ from the trainer's only by bf16 cached decoding.
