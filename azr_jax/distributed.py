@@ -191,8 +191,7 @@ def spread(fn: Callable[[Sequence], list], items: Sequence, encode: Callable, de
 class SpreadPool:
     """An `ExecutorPool` whose jobs are split over the processes (see `spread`); the same interface.
 
-    Its methods are collectives: call them from the main thread. Work meant for a background thread uses
-    `local` (this host's pool) on a `share` of the items, then `gather_shares` on the main thread."""
+    Its methods are collectives: call them from the main thread, in the same order on every process."""
 
     def __init__(self, local):
         self.local = local

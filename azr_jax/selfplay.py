@@ -263,13 +263,13 @@ class SelfPlay:
     # --------------------------------------------------------------------------------- solving
 
     def check_answers(
-        self, tasks: Sequence[Task], texts: Sequence[str], strictness: str | None = None, pool=None
+        self, tasks: Sequence[Task], texts: Sequence[str], strictness: str | None = None
     ) -> list[tuple[bool, bool, str]]:
         """(well_formatted, correct, reason) of each solver response; nothing the model wrote is eval-ed here.
 
-        `strictness` defaults to the configured `answer_format`, `pool` to the run's (spread over processes)."""
+        `strictness` defaults to the configured `answer_format`. The run's pool spreads the jobs over processes."""
         strictness = strictness or self.strictness
-        pool = pool or self.pool
+        pool = self.pool
         results: list[tuple[bool, bool, str] | None] = [None] * len(tasks)
         jobs = collections.defaultdict(list)
         for i, (task, text) in enumerate(zip(tasks, texts)):
@@ -294,7 +294,7 @@ class SelfPlay:
                 results[i] = (True, verdict.ok, verdict.reason.value)
         return results
 
-    def learnability_solve_rates(self, tasks: Sequence[Task], texts: Sequence[str], n: int, pool=None) -> list:
+    def learnability_solve_rates(self, tasks: Sequence[Task], texts: Sequence[str], n: int) -> list:
         """(s, [(answer, correct)] * n) of each task from its n learnability rollouts (texts task-major, n per
         task); the answers are kept for the proposal log.
 
@@ -303,7 +303,7 @@ class SelfPlay:
         (`answer_blocks`), close to the reference code. See `learnability_solve_rate`."""
         strictness = self.strictness if self.config.rewards.learnability_format_check else parsing.ANSWER_BLOCKS
         flat = [t for t in tasks for _ in range(n)]
-        checks = self.check_answers(flat, texts, strictness, pool)
+        checks = self.check_answers(flat, texts, strictness)
         answers = [
             (parsing.parse_solver(x, t.task_type, strictness).answer, c[1]) for t, x, c in zip(flat, texts, checks)
         ]

@@ -9,14 +9,15 @@ matmuls are fastest in fp32). Every phase of AZR runs for real at a toy scale: s
 update of the whole model, then greedy CRUXEval-O/I on 3 problems. It ends with a table of the six
 (task type, role) groups; `python -m azr_jax.report --workdir ...` then shows every proposal.
 
-What to expect on the 2-core development machine (setup done): about 9 minutes. A decode step of the 0.5B
-costs ~0.5 s whatever the number of rows (the weights' read), so a phase costs ~60 s at 128 tokens; the
-update (12 sequences of up to 512 + 128 tokens, forward and rematerialised backward) ~155 s warm, ~190 s
-with its compilation. Seeding proposes 4 prompts per task type per round (`seed_batch_size`), nearly as
-cheap as 2. The model proposes identity-like programs at first (the seed program is the identity) and
-mostly valid ones: measured 0.5 / 1.0 / 0.5 valid proposals (deduction / abduction / induction) in its
-first step, solver accuracy between 0 and 0.5; CRUXEval 0/3 at this budget. The long run
-(`qwen25_coder_05b_cpu_long.py`) shows what 30 steps change.
+What to expect on the 2-core development machine: 10m29s for `bash launch/local.sh` with set-up done
+(peak 16 GB): seeding 188 s (three induction rounds; deduction and abduction start from the identity seed),
+the step 417 s (propose ~77 s, learnability + solver answers in one sampler call ~120 s, update ~195 s with
+its compilation), CRUXEval-O/I on 2 problems 27 s. A decode step of the 0.5B costs ~0.5 s (the weights'
+read and the rows' compute), so each sampling phase costs ~60-120 s at 128 tokens; the update is 12
+sequences of up to 512 + 128 tokens, forward and rematerialised backward in fp32. Measured in its step:
+valid proposals 1.0 / 1.0 / 0.0 (deduction / abduction / induction; 1.0 / 0.5 / 0.5 in another run),
+solver accuracy 0 to 0.5, CRUXEval 0/2. The proposals start identity-like (the seed program is the
+identity); `qwen25_coder_05b_cpu_long.py` shows what 30 steps change.
 
 The small instruct model cannot keep the <think>/<answer> wrapper or write separate input blocks, so this
 config uses its chat template and the `lenient` answer format: inputs asked for and read as calls of `f`
@@ -41,13 +42,14 @@ def get_config():
     c.batch_size = 2
     c.num_references = 2
     c.learnability_rollouts = 2
-    c.seed_buffer_size = 2
-    c.seed_batch_size = 6
-    c.seed_max_rounds = 2
+    c.seed_buffer_size = 1  # deduction/abduction hold the identity seed; induction gets one of its own
+    c.seed_batch_size = 4
+    c.seed_max_rounds = 3
     c.max_prompt_tokens = 1024
     c.max_response_tokens = 128
     c.logit_chunk = 128
     c.sampling.cache_dtype = "float32"
+    c.sampling.max_rows = 12  # the learnability + solver call decodes 12 rows, not a bucket of 16
     c.optimizer.microbatch_size = 2
     c.executor.num_workers = 2
     c.checkpoint_every_steps = 0  # a save writes params + AdamW state (5.4 GB, ~30 s): only if interrupted

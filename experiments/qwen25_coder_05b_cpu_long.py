@@ -19,6 +19,8 @@ from experiments import qwen25_coder_05b_cpu
 def get_config():
     c = qwen25_coder_05b_cpu.get_config()
     c.total_steps = 30
+    c.seed_buffer_size = 4  # a pool of references beyond the identity seed
+    c.seed_max_rounds = 8
     c.checkpoint_every_steps = 5
     c.keep_checkpoints = 2
     c.eval.every_steps = 10
