@@ -298,6 +298,27 @@ def group_table(first: dict | None, last: dict) -> str:
     return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])
 
 
+def read_jsonl(path: str) -> list[dict]:
+    """The `{"step": s, ...}` records of one of the run's JSONL files. A last line cut short by a crash is
+    skipped; any other malformed line is a ValueError naming the file and line."""
+    with storage.open(path, "r") as f:
+        lines = f.read().split("\n")
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i >= len(lines) - 1:
+                continue
+            raise ValueError(f"{path}:{i}: not a JSON object ({e})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+            raise ValueError(f"{path}:{i}: not a record with an integer step")
+        out.append(rec)
+    return out
+
+
 def _drop_records_after(path: str, step: int) -> None:
     """Rewrites `path` without records after `step`, or unreadable lines (a crash mid-write)."""
     if not os.path.exists(path):

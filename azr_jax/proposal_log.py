@@ -10,7 +10,6 @@ texts are cut to `max_chars` and the file stops growing at `proposal_log_max_mb`
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Sequence
 
@@ -68,19 +67,10 @@ def read(workdir: str) -> list[dict]:
     path = storage.join(workdir, FILE)
     if not storage.exists(path):
         raise FileNotFoundError(f"{path} does not exist: is {workdir} the workdir of an azr_jax run?")
-    out = []
-    with storage.open(path, "r") as f:
-        lines = f.read().split("\n")
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i >= len(lines) - 1:  # the last line, written when the run died
-                continue
-            raise ValueError(f"{path}:{i}: not a JSON object ({e})") from None
-        if not isinstance(rec, dict) or not {"step", "task_type", "valid"} <= rec.keys():
-            raise ValueError(f"{path}:{i}: not a proposal record (needs step, task_type, valid)")
-        out.append(rec)
-    return out
+    from azr_jax.metrics import read_jsonl
+
+    records = read_jsonl(path)
+    for i, rec in enumerate(records, 1):
+        if not {"step", "task_type", "valid"} <= rec.keys():
+            raise ValueError(f"{path}: record {i} is not a proposal record (needs step, task_type, valid)")
+    return records

@@ -34,6 +34,7 @@ import zlib
 
 import numpy as np
 
+from azr_jax import metrics as metrics_io
 from azr_jax import proposal_log, storage
 from azr_jax.tasks import ROLES, TASK_TYPES, Role, group_id, group_name
 
@@ -61,24 +62,11 @@ class Run:
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """The `{"step": s, ...}` objects of a JSONL file; a last line cut short by a crash is skipped, any other
-    malformed line is a ReportError naming the file and line."""
-    with storage.open(path, "r") as f:
-        lines = f.read().split("\n")
-    out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i >= len(lines) - 1:
-                continue
-            raise ReportError(f"{path}:{i}: not a JSON object ({e})") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
-            raise ReportError(f"{path}:{i}: not a record with an integer step")
-        out.append(rec)
-    return out
+    """`metrics.read_jsonl`, its errors as ReportError."""
+    try:
+        return metrics_io.read_jsonl(path)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
 
 
 def load(workdir: str) -> Run:

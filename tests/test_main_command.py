@@ -35,18 +35,19 @@ def test_main_command_runs_one_step_of_the_embedded_model(torchless_python, embe
     run = subprocess.run(command + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
     assert "step 1/1" in run.stdout
-    table = run.stdout.split("per group, first step -> last step of this run:")[1]
+    table = run.stdout.split("per group, step 1 (the only step of this run):")[1]
     rows = {line.split()[0]: line.split() for line in table.splitlines() if line.strip()}
-    assert rows["deduction/propose"][1:4] == ["1", "->", "1"] and "validation/cruxeval_o" in rows  # first -> last
+    assert rows["deduction/propose"][1] == "1" and "validation/cruxeval_o" in rows and "->" not in table
 
     lines = [json.loads(x) for x in open(workdir / "metrics.jsonl")]
-    assert [m["step"] for m in lines] == [0, 1]
-    before, step = lines
-    assert 0.0 <= before["validation/cruxeval_o"] <= 1.0 and 0.0 <= before["validation/cruxeval_i"] <= 1.0
-    assert "validation/cruxeval_o" in step  # validated again after the step (eval.every_steps = 1)
+    assert [m["step"] for m in lines] == [1]  # the demo validates only after its step (eval.at_start = False)
+    (step,) = lines
+    assert 0.0 <= step["validation/cruxeval_o"] <= 1.0 and 0.0 <= step["validation/cruxeval_i"] <= 1.0
     for task in ("deduction", "abduction", "induction"):
         assert step[f"{task}/propose/count"] == 1.0 and -1.0 <= step[f"{task}/propose/reward"] <= 1.0
     assert math.isfinite(step["optimizer/loss"]) and step["optimizer/num_tokens"] > 0
-    assert os.path.isdir(workdir / "checkpoints" / "1")
+    assert not os.path.exists(workdir / "checkpoints" / "1")  # checkpoint_every_steps = 0: saved only if interrupted
     samples = [json.loads(x) for x in open(workdir / "samples.jsonl")]
     assert samples and all(s["step"] == 1 for s in samples)
+    proposals = [json.loads(x) for x in open(workdir / "proposals.jsonl")]
+    assert sorted(p["task_type"] for p in proposals) == ["abduction", "deduction", "induction"]
