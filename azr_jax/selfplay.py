@@ -329,8 +329,8 @@ class SelfPlay:
         """The seeding phase (docs/algorithm.md section 6): the model proposes, round after round and with
         no updates, until every buffer in play holds `seed_size` tasks; at most `seed_max_rounds` rounds for the
         deduction/abduction pool and as many again for induction, so induction is always tried. A round
-        proposes `seed_batch_size` (default B) prompts per missing task type: on a CPU, where a decode step
-        costs the weights' read whatever the rows, a larger seeding batch costs little more time.
+        proposes `seed_batch_size` (default B) prompts per missing task type (on the 2-core CPU, 6 per type
+        made a round ~30% slower than 4: rows are not free there).
 
         Deduction and abduction share one pool: the valid proposals of both proposer types go, in proposal
         order, into both buffers (each kept in the same order), so references come from the same pool and
