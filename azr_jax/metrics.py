@@ -8,7 +8,8 @@ values become null in the JSONL files (TensorBoard gets them as they are).
 
 A resumed run calls `truncate_after(checkpoint_step)` before writing: records the crashed run wrote
 past its last checkpoint are dropped from the JSONL files and hidden in TensorBoard, so no step
-appears twice. Only process 0 writes.
+appears twice. A run with no checkpoint in a workdir that has records calls `start_fresh()`: the earlier
+run's JSONL files move to `previous_runs/<UTC time>/`. Only process 0 writes.
 
 The workdir may be a URL (`gs://bucket/run`, any fsspec protocol; see `azr_jax.storage`). Objects
 there cannot be appended to, so each JSONL file is kept in a local temporary copy (the existing
@@ -93,6 +94,26 @@ class MetricsWriter:
         for f in self._files:
             f.drop_records_after(step)
         self._purge_step = step + 1  # TensorBoard hides older events at this step and later
+
+    def start_fresh(self) -> str | None:
+        """A run with no checkpoint to resume: the workdir's records of an earlier run move to
+        `previous_runs/<UTC time>/` (nothing is lost) and TensorBoard hides that run's events, so the
+        new run's steps do not follow the old ones in one file. Returns where they went, or None."""
+        if not self._active:
+            return None
+        if self._tb is not None:
+            raise RuntimeError("start_fresh must be called before the first write")
+        old = [f for f in self._files if os.path.exists(f.local) and os.path.getsize(f.local)]
+        self._purge_step = 0
+        if not old:
+            return None
+        archive = storage.join(self.workdir, "previous_runs", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        storage.makedirs(archive)
+        for f in old:
+            with open(f.local, "rb") as src, storage.open(storage.join(archive, os.path.basename(f.path)), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            f.drop_records_after(-1)
+        return archive
 
     def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
         if not self._active:

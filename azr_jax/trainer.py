@@ -179,6 +179,9 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                 log(f"resumed from step {start} (buffers {selfplay.buffers.sizes()})")
             else:
                 start = 0
+                archive = writer.start_fresh()
+                if archive:
+                    log(f"no checkpoint to resume: the earlier run's records moved to {archive}")
                 t = time.perf_counter()
                 selfplay.seed_buffers(log)
                 log(f"seeded the buffers in {time.perf_counter() - t:.0f}s: {selfplay.buffers.sizes()}")

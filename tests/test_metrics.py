@@ -101,6 +101,34 @@ def test_resume_drops_steps_from_the_resumed_one(tmp_path):
     )
 
 
+def test_fresh_start_in_a_used_workdir_moves_the_old_records_aside(tmp_path):
+    w = MetricsWriter(str(tmp_path), total_steps=2)
+    for step in (1, 2):
+        w.write_scalars(step, {"loss": float(step)})
+        w.write_texts(step, {"sample": f"old {step}"})
+    w.close()
+
+    w = MetricsWriter(str(tmp_path), total_steps=2)
+    archive = w.start_fresh()  # no checkpoint: step 1 comes again, from a new run
+    w.write_scalars(1, {"loss": 10.0})
+    w.close()
+
+    assert read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 10.0}]
+    assert read_jsonl(tmp_path / "samples.jsonl") == []
+    assert os.path.dirname(archive) == str(tmp_path / "previous_runs")
+    assert [r["loss"] for r in read_jsonl(os.path.join(archive, "metrics.jsonl"))] == [1.0, 2.0]
+    assert [r["sample"] for r in read_jsonl(os.path.join(archive, "samples.jsonl"))] == ["old 1", "old 2"]
+    events = read_events(tmp_path)  # the new events file starts by hiding every earlier step
+    assert any(
+        e.HasField("session_log") and e.session_log.status == e.session_log.START and e.step == 0 for e in events
+    )
+
+    w = MetricsWriter(str(tmp_path / "new"), total_steps=2)
+    assert w.start_fresh() is None  # nothing to move
+    w.close()
+    assert not os.path.exists(tmp_path / "new" / "previous_runs")
+
+
 def test_progress_line_has_eta_from_moving_average(tmp_path):
     w = MetricsWriter(str(tmp_path), total_steps=10, enable_tensorboard=False)
     w.progress_line(1, 100.0, {})  # the first step also compiles

@@ -175,6 +175,21 @@ def test_metrics_writer(where):
     )
 
 
+def test_fresh_start_moves_the_old_records_aside(where):
+    path, local = where
+    w = MetricsWriter(path, total_steps=2, enable_tensorboard=False)
+    w.write_scalars(1, {"loss": 1.0})
+    w.close()
+    w = MetricsWriter(path, total_steps=2, enable_tensorboard=False)
+    archive = w.start_fresh()
+    assert archive.startswith(path)
+    w.write_scalars(1, {"loss": 10.0})
+    w.close()
+    assert _read_jsonl(local / "metrics.jsonl") == [{"step": 1, "loss": 10.0}]
+    (moved,) = (local / "previous_runs").iterdir()
+    assert _read_jsonl(moved / "metrics.jsonl") == [{"step": 1, "loss": 1.0}]
+
+
 def test_remote_metrics_are_rewritten_at_most_every_flush_secs(fake_gcs):
     w = MetricsWriter("gs://bucket/run", total_steps=10, enable_tensorboard=False, remote_flush_secs=3600)
     w.write_scalars(1, {"loss": 1.0})
