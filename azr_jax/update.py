@@ -27,6 +27,7 @@ from azr_jax import distributed
 from azr_jax.losses import ppo_loss, token_sum_mean
 from azr_jax.model import Transformer, positions_from_mask
 from azr_jax.model.transformer import constrain
+from azr_jax.shapes import bucket, prompt_bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,23 +125,6 @@ class Microbatch(NamedTuple):
         if n % size:
             raise ValueError(f"batch of {n} rows is not a multiple of microbatch_size {size}")
         return [cls(prompt_len, {k: v[i : i + size] for k, v in batch.items()}) for i in range(0, n, size)]
-
-
-def bucket(n: int, unit: int, cap: int | None = None) -> int:
-    """`unit * 2^k`, the smallest >= n (at least `unit`), at most `cap` rounded up to a multiple of `unit`."""
-    b = unit << max(0, (-(-n // unit) - 1).bit_length())
-    return b if cap is None else min(b, -(-cap // unit) * unit)
-
-
-def prompt_bucket(n: int, unit: int = 16) -> int:
-    """The smallest of `unit * 2^k` and `unit * 1.5 * 2^k` that holds n tokens: half-octave steps pad a
-    prompt by at most 50% (a 574-token proposer prompt trains at 768, not 1024) for twice the shapes."""
-    b = unit
-    while b < n:
-        if b * 3 // 2 >= n:
-            return b * 3 // 2
-        b *= 2
-    return b
 
 
 def pack_rows(

@@ -209,6 +209,41 @@ def test_continuous_batching_matches_the_static_engine_whatever_the_slots(tiny):
         Sampler(model, ByteTokenizer(), max_rows=1).generate(prompts, sampled)
 
 
+def test_identical_prompts_share_one_prefill(tiny, monkeypatch):
+    """Repeats of a prompt (a task's learnability rollouts and its solver prompt) form one request: one
+    prefill row, its cache copied to each repeat's slot. Rows keep their own randomness, so the result is the
+    one of the same call with the repeats spelt out, and greedy repeats are equal."""
+    from azr_jax.sampling import continuous
+
+    _, model, _ = tiny
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[0], PROMPTS[1]]
+    queue = continuous.requests(prompts, [8] * 6, n=2, slots=4)
+    assert [(q.prompt, q.rows) for q in queue] == [(0, [0, 1, 4, 5]), (0, [8, 9]), (1, [2, 3, 10, 11]), (3, [6, 7])]
+    assert len(continuous.requests(prompts, [8, 8, 7, 8, 8, 8], n=1, slots=8)) == 4  # another budget: its own
+    prefilled, original = [], continuous._insert
+    monkeypatch.setattr(
+        continuous,
+        "_insert",
+        lambda g, s, d, tokens, *a, **k: prefilled.append(tokens.shape[0]) or original(g, s, d, tokens, *a, **k),
+    )
+    greedy = SamplingParams(max_new_tokens=8, stop_token_ids=())
+    out = Sampler(model, ByteTokenizer()).generate(prompts, greedy)
+    assert prefilled == [4]  # three distinct prompts, in one bucket, padded to 4
+    static = Sampler(model, ByteTokenizer(), engine="static").generate(prompts, greedy)
+    np.testing.assert_array_equal(out.tokens, static.tokens)
+    assert out.texts[0] == out.texts[2] == out.texts[4]
+    sampled = SamplingParams(max_new_tokens=8, temperature=1.0, n=2, stop_token_ids=())
+    runs = [Sampler(model, ByteTokenizer(), max_rows=m).generate(prompts, sampled, seed=7) for m in (4, 0)]
+    np.testing.assert_array_equal(runs[0].tokens, runs[1].tokens)
+    assert not (runs[0].tokens[0] == runs[0].tokens[4]).all()  # a repeat is another sample, not a copy
+
+
+def test_prompts_are_bucketed_by_half_octaves(tiny):
+    _, model, sampler = tiny
+    assert [sampler.prompt_bucket(n) for n in (3, 17, 25, 33, 574, 700, 769)] == [16, 24, 32, 48, 768, 768, 1024]
+    assert Sampler(model, ByteTokenizer(), prompt_buckets=(64, 512)).prompt_bucket(65) == 512
+
+
 def test_stop_strings_end_rows_inside_the_decode_loop(tiny):
     """With a byte-level vocabulary the stop string is checked on device: a row ends at the token completing it
     even with the host cut switched off, and everything after it is zero."""

@@ -97,43 +97,44 @@ def _empty(*, cfg, shape: _Shape, num_stops: int) -> _Slots:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "shape"), donate_argnames=("slots",))
 def _insert(
-    graphdef, state, slots: _Slots, tokens, valid, limits, where, rows, key, tables, *, shape: _Shape
+    graphdef, state, slots: _Slots, tokens, valid, src, limits, where, rows, key, tables, *, shape: _Shape
 ) -> _Slots:
-    """Prefills k prompts ([k, P], left-padded; `limits` [k] their token budgets) once and places their n rows
-    each in slots `where` ([k * n]; an index >= slots marks a filler row, dropped), with each row's first token."""
+    """Prefills u distinct prompts ([u, P], left-padded) once and places rows in slots `where` ([r]; an index
+    >= slots marks a filler row, dropped): row j continues prompt `src[j]` with its token budget `limits[j]`
+    and its request row `rows[j]`, starting from its first token."""
     model: Transformer = nnx.merge(graphdef, state)
     st = shape.sampling
-    k, p = tokens.shape
-    small = KVCache.create(model.cfg, k, p, jnp.dtype(st.cache_dtype))
+    p = tokens.shape[1]
+    r = where.shape[0]
+    small = KVCache.create(model.cfg, tokens.shape[0], p, jnp.dtype(st.cache_dtype))
     positions = positions_from_mask(valid)
     h, small = model.hidden(tokens, positions, valid, small, prefill=True)
-    rep = lambda x, axis=0: jnp.repeat(x, st.n, axis=axis)  # noqa: E731
-    tok, logp = _pick(key, rows, jnp.zeros_like(rows), rep(model.logits(h[:, -1:])[:, 0]), st)
-    fresh = slots.stop_state[:1].repeat(k * st.n, 0) if tables is None else stops.initial_state(tables, k * st.n)
+    tok, logp = _pick(key, rows, jnp.zeros_like(rows), model.logits(h[:, -1:])[src, 0], st)
+    fresh = slots.stop_state[:1].repeat(r, 0) if tables is None else stops.initial_state(tables, r)
     stop_state, stop = _stop(tables, fresh, tok, jnp.asarray(st.stop_ids, jnp.int32))
     c = slots.cache
-    row_valid = jnp.zeros((k * st.n, shape.cache_len), bool).at[:, :p].set(rep(valid))
+    row_valid = jnp.zeros((r, shape.cache_len), bool).at[:, :p].set(valid[src])
     put = lambda x, value: x.at[where].set(value, mode="drop")  # noqa: E731
     cache = KVCache(
-        c.k.at[:, where, :, :p, :].set(rep(small.k, 1).astype(c.k.dtype), mode="drop"),
-        c.v.at[:, where, :, :p, :].set(rep(small.v, 1).astype(c.v.dtype), mode="drop"),
+        c.k.at[:, where, :, :p, :].set(small.k[:, src].astype(c.k.dtype), mode="drop"),
+        c.v.at[:, where, :, :p, :].set(small.v[:, src].astype(c.v.dtype), mode="drop"),
         put(c.valid, row_valid),
         put(c.index, p),
     )
-    first = lambda x, dtype: jnp.zeros((k * st.n, st.max_new_tokens), dtype).at[:, 0].set(x)  # noqa: E731
+    first = lambda x, dtype: jnp.zeros((r, st.max_new_tokens), dtype).at[:, 0].set(x)  # noqa: E731
     return _constrain(
         _Slots(
             cache,
             put(slots.tok, tok),
-            put(slots.pos, rep(positions[:, -1] + 1)),
+            put(slots.pos, positions[src, -1] + 1),
             put(slots.step, 1),
-            put(slots.live, ~stop & (rep(limits) > 1)),
+            put(slots.live, ~stop & (limits > 1)),
             put(slots.stopped, stop),
             put(slots.row, rows),
             put(slots.tokens, first(tok, jnp.int32)),
             put(slots.logp, first(logp, jnp.float32)),
             put(slots.stop_state, stop_state),
-            put(slots.limit, rep(limits)),
+            put(slots.limit, limits),
         )
     )
 
@@ -181,13 +182,33 @@ def _take(slots: _Slots, idx):
     return slots.tokens[idx], slots.logp[idx], slots.step[idx], slots.stopped[idx], slots.row[idx]
 
 
+class _Request(NamedTuple):
+    prompt: int  # index of the prompt in the call
+    rows: list[int]  # the request rows it fills (prompt i's n samples are rows i*n .. i*n+n-1)
+    limit: int
+
+
+def requests(prompts: Sequence[Sequence[int]], limits: Sequence[int], n: int, slots: int) -> list[_Request]:
+    """The queue: each distinct (prompt, token budget) once, in order of first appearance, with every row
+    asking for it, so identical prompts (a task's learnability rollouts, sent as repeats, and its solver
+    prompt) share one prefill. A request has at most `slots` rows, so it always fits an empty batch."""
+    rows: dict[tuple, list[int]] = {}
+    first: dict[tuple, int] = {}
+    for i, (p, limit) in enumerate(zip(prompts, limits)):
+        key = (tuple(p), limit)
+        first.setdefault(key, i)
+        rows.setdefault(key, []).extend(range(i * n, i * n + n))
+    return [_Request(first[key], r[j : j + slots], key[1]) for key, r in rows.items() for j in range(0, len(r), slots)]
+
+
 def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Sequence[int]) -> "Samples":
     """`Sampler.generate` with continuous batching: every prompt's n samples, in request order."""
     from azr_jax.sampling.sampler import _bucket
 
     st, n = sampler.static(params), params.n
     total = len(prompts) * n
-    longest = _bucket(max(map(len, prompts)), sampler.prompt_buckets, 16)
+    bucket = sampler.prompt_bucket
+    longest = bucket(max(map(len, prompts)))
     mesh = sampler._mesh()
     split = batch_split(mesh)
     slots = _bucket(total, None, 1)
@@ -207,42 +228,47 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Seq
     def put(x):
         return x if replicated is None else distributed.put(x, replicated)
 
+    def insert(device, batch: list[_Request], free: list[int]):
+        """One prefill of the batch's prompts (all of one prompt bucket) into slots `free`."""
+        p = bucket(max(len(prompts[q.prompt]) for q in batch))
+        u, r = _bucket(len(batch), None, 1), _bucket(sum(len(q.rows) for q in batch), None, 1)  # few shapes
+        tokens, valid = np.zeros((u, p), np.int32), np.zeros((u, p), bool)
+        for j, q in enumerate(batch + [batch[0]] * (u - len(batch))):
+            ids = prompts[q.prompt]
+            tokens[j, p - len(ids) :], valid[j, p - len(ids) :] = ids, True
+        src, budget, rows = np.zeros(r, np.int32), np.ones(r, np.int32), np.zeros(r, np.int32)
+        where = np.full(r, slots, np.int32)
+        j = 0
+        for u_index, q in enumerate(batch):
+            for row in q.rows:
+                src[j], budget[j], rows[j], where[j] = u_index, q.limit, row, free[j]
+                j += 1
+        arrays = map(put, (tokens, valid, src, budget, where, rows))
+        return _insert(graphdef, state, device, *arrays, key, tables, shape=shape)
+
     tables = sampler.stop_tables(params.stop_strings, replicated)
     num_stops = 0 if tables is None else int(tables.init.shape[0])
     with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
         device = _empty(cfg=sampler.model.cfg, shape=shape, num_stops=num_stops)
-        queue = collections.deque(range(len(prompts)))
+        queue = collections.deque(requests(prompts, limits, n, slots))
         free, busy = list(range(slots)), set()
         out_tokens = np.zeros((total, params.max_new_tokens), np.int32)
         out_logp = np.zeros((total, params.max_new_tokens), np.float32)
         lengths, done = np.zeros(total, np.int32), np.zeros(total, bool)
         while queue or busy:
-            k = min(len(queue), len(free) // n)
-            if k:
-                batch = [queue.popleft() for _ in range(k)]
-                p = _bucket(max(len(prompts[i]) for i in batch), sampler.prompt_buckets, 16)
-                kb = _bucket(k, None, 1)  # a few compiled shapes; filler rows are dropped
-                tokens, valid = np.zeros((kb, p), np.int32), np.zeros((kb, p), bool)
-                budget = np.ones(kb, np.int32)
-                for j, i in enumerate(batch + [batch[0]] * (kb - k)):
-                    tokens[j, p - len(prompts[i]) :], valid[j, p - len(prompts[i]) :] = prompts[i], True
-                    budget[j] = limits[i]
-                where = np.full(kb * n, slots, np.int32)
-                where[: k * n] = free[: k * n]
-                rows = np.zeros(kb * n, np.int32)
-                rows[: k * n] = [i * n + j for i in batch for j in range(n)]
-                busy.update(free[: k * n])
-                free = free[k * n :]
-                device = _insert(
-                    graphdef,
-                    state,
-                    device,
-                    *map(put, (tokens, valid, budget, where, rows)),
-                    key,
-                    tables,
-                    shape=shape,
-                )
-            target = n if queue else slots  # refill as soon as one more prompt fits; at the end, drain
+            joining = []  # in queue order, while the next request's rows fit in the free slots
+            while queue and len(queue[0].rows) <= len(free) - sum(len(q.rows) for q in joining):
+                joining.append(queue.popleft())
+            by_bucket: dict[int, list[_Request]] = {}  # a short prompt is not padded to a long one's bucket
+            for q in joining:
+                by_bucket.setdefault(bucket(len(prompts[q.prompt])), []).append(q)
+            for batch in by_bucket.values():
+                used = sum(len(q.rows) for q in batch)
+                device = insert(device, batch, free[:used])
+                busy.update(free[:used])
+                free = free[used:]
+            # Refill as soon as the next request fits; at the end, drain.
+            target = len(queue[0].rows) if queue else slots
             device = _decode(graphdef, state, device, key, put(np.int32(target)), tables, shape=shape)
             live = distributed.to_host(device.live)
             finished = sorted(s for s in busy if not live[s])

@@ -27,6 +27,7 @@ from azr_jax import distributed
 from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
 from azr_jax.model import KVCache, batch_split, Transformer, logical_sharding, positions_from_mask
 from azr_jax.model.transformer import constrain
+from azr_jax.shapes import prompt_bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,6 +351,11 @@ class Sampler:
         special = {getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)}
         self.default_stop_ids = tuple(sorted(special - {None}))
 
+    def prompt_bucket(self, n: int) -> int:
+        """The prompt length a call compiles for: the smallest configured bucket that holds n tokens, or by
+        default a half-octave step (`shapes.prompt_bucket`: at most 50% padding, which a prefill computes)."""
+        return _bucket(n, self.prompt_buckets, 16) if self.prompt_buckets else prompt_bucket(n)
+
     def _mesh(self):
         leaf = jax.tree.leaves(nnx.state(self.model))[0]
         return getattr(leaf.sharding, "mesh", None)
@@ -379,7 +385,7 @@ class Sampler:
     def call_shape(self, n_prompts: int, longest: int, params: SamplingParams) -> tuple[int, int, int]:
         """(prompts per call, the batch a full call compiles for, the prompt bucket) of a request of n_prompts
         prompts whose longest has `longest` tokens, under `rows_per_call`."""
-        p = _bucket(longest, self.prompt_buckets, 16)
+        p = self.prompt_bucket(longest)
         cap = self.rows_per_call(p, params)
         per_call = n_prompts
         if cap is not None:
@@ -449,7 +455,7 @@ class Sampler:
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, key: jax.Array, limits: Sequence[int]
     ) -> Samples:
         n_prompts = len(prompts)
-        p = _bucket(max(map(len, prompts)), self.prompt_buckets, 16)
+        p = self.prompt_bucket(max(map(len, prompts)))
         mesh = self._mesh()
         b = self._padded_batch(n_prompts)
         tokens = np.zeros((b, p), np.int32)
