@@ -2,8 +2,11 @@
 
 A static batch decodes until its slowest row is done, so with AZR's long-tailed response lengths most of
 the device time goes to rows that have already finished. Here every request of a phase waits in one queue;
-`slots` rows decode together, and whenever a prompt's n rows fit in the free slots it is prefilled (once,
-its cache copied into its n slots) and joins the running batch. Each slot has its own cache write index and
+`slots` rows decode together, and whenever a prompt's rows fit in the free slots it is prefilled (once,
+its cache copied into each of its slots) and joins the running batch. A prompt's rows are its n samples and
+those of every identical prompt in the call (a task's learnability rollouts are sent as repeats), and the
+prompts joining at once are prefilled in groups of one prompt bucket, so a short prompt is not padded to a
+long one. Each slot has its own cache write index and
 RoPE position (`KVCache.index` per row), and decode attention reads only the filled part of the cache.
 
 Randomness belongs to the request, not to the slot: token t of request row r is drawn with

@@ -6,7 +6,8 @@ baseline, samples a request in fixed batches; one jitted function does a batch's
 left-padded prompts into a cache sized
 `prompt bucket + max_new_tokens`, then a `lax.while_loop` of one-token steps that stops as soon as every
 row is done. The cache lives in the loop carry, so XLA updates it in place (no copy per step). Prompt
-lengths and batch sizes are rounded up to buckets, so a run compiles a bounded number of shapes.
+lengths (half octaves, `shapes.prompt_bucket`) and batch sizes (powers of two) are rounded up to buckets,
+so a run compiles a bounded number of shapes.
 
 The model's parameter arrays are passed in as they are (sharded, fp32 masters cast to the compute
 dtype inside the step), so sampling and training share one copy of the weights.
