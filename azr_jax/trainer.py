@@ -235,4 +235,5 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     elif first is not None:
         log("\nper group, first step -> last step of this run:\n" + group_table(first, metrics))
     log(f"TensorBoard: tensorboard --logdir {storage.join(workdir, 'tensorboard')}")
+    log(f"every proposal, the curves and the map of programs: python -m azr_jax.report --workdir {workdir}")
     return metrics

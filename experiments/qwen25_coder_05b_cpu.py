@@ -3,20 +3,21 @@
     bash launch/local.sh          # sets up, converts the embedded model, runs this config
     python -m azr_jax.main --config=experiments/qwen25_coder_05b_cpu.py --workdir=workdirs/qwen25_coder_05b_cpu
 
-Hardware: any x86-64 CPU; 2 cores and 16 GB of memory are enough (peak about 13 GB; fp32 throughout: XLA's CPU
+Hardware: any x86-64 CPU; 2 cores and 20 GB of memory are enough (peak 16 GB; fp32 throughout: XLA's CPU
 matmuls are fastest in fp32). Every phase of AZR runs for real at a toy scale: seeding, then one step of
 2 prompts per (task type, role), 2 references, 2 learnability rollouts, 128-token responses and one
-update of the whole model, then greedy CRUXEval-O/I on 3 problems. It ends with a table of the six
+update of the whole model, then greedy CRUXEval-O/I on 2 problems. It ends with a table of the six
 (task type, role) groups; `python -m azr_jax.report --workdir ...` then shows every proposal.
 
-What to expect on the 2-core development machine: 10m29s for `bash launch/local.sh` with set-up done
-(peak 16 GB): seeding 188 s (three induction rounds; deduction and abduction start from the identity seed),
-the step 417 s (propose ~77 s, learnability + solver answers in one sampler call ~120 s, update ~195 s with
-its compilation), CRUXEval-O/I on 2 problems 27 s. A decode step of the 0.5B costs ~0.5 s (the weights'
-read and the rows' compute), so each sampling phase costs ~60-120 s at 128 tokens; the update is 12
-sequences of up to 512 + 128 tokens, forward and rematerialised backward in fp32. Measured in its step:
-valid proposals 1.0 / 1.0 / 0.0 (deduction / abduction / induction; 1.0 / 0.5 / 0.5 in another run),
-solver accuracy 0 to 0.5, CRUXEval 0/2. The proposals start identity-like (the seed program is the
+What to expect on the 2-core development machine: 8m03s for `bash launch/local.sh` with set-up done:
+seeding 108 s (three induction rounds; deduction and abduction start from the identity seed),
+the step 319 s (propose 49 s, learnability + solver answers in one sampler call 59 s, update 210 s with
+its compilation), CRUXEval-O/I on 2 problems 33 s. A decode step of the 0.5B costs ~0.4 s (the weights'
+read and the rows' compute) and a prefill ~1 GFLOP a token, so each sampling phase costs ~50-60 s at 128
+tokens (identical prompts share a prefill; prompts are padded to half octaves); the update is 12 sequences
+of up to 768 + 128 tokens, forward and rematerialised backward in fp32. Measured in its step: valid
+proposals 1.0 / 1.0 / 0.0 (deduction / abduction / induction; 1.0 / 0.5 / 0.5 in another run), solver
+accuracy 0 to 0.5, CRUXEval 0/2. The proposals start identity-like (the seed program is the
 identity); `qwen25_coder_05b_cpu_long.py` shows what 30 steps change.
 
 The small instruct model cannot keep the <think>/<answer> wrapper or write separate input blocks, so this

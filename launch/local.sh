@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main command: set up (or reuse) .venv and the embedded Qwen2.5-Coder-0.5B-Instruct, then
-# run two self-play steps on this machine's CPU.
+# run seeding and one self-play step on this machine's CPU (experiments/qwen25_coder_05b_cpu.py).
 #   bash launch/local.sh [experiments/CONFIG.py] [WORKDIR] [--config.x=y ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +12,4 @@ bash launch/setup.sh
 python -m azr_jax.main --config="$config" --workdir="$workdir" "$@"
 echo
 echo "Metrics: $workdir/metrics.jsonl; samples: $workdir/samples.jsonl"
-echo "TensorBoard: pip install tensorboard && tensorboard --logdir $workdir/tensorboard"
+echo "(tensorboard is not a dependency: pip install tensorboard)"
