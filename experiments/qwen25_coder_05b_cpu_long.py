@@ -8,9 +8,10 @@
 
 The demo config (`qwen25_coder_05b_cpu.py`: its shapes, template and answer format) run for 30 steps, with a
 checkpoint every 5 steps (a stopped run, SIGTERM or preemption included, saves and resumes from where it
-stopped) and CRUXEval-O/I on 3 problems before training and every 10 steps. Expect about 5 minutes a step
-on 2 cores, 2.5 to 3 hours in all: each step samples three phases of 128 tokens (~0.5 s a decode step) and
-takes one full update of the 0.5B model (~155 s). Peak memory about 13 GB.
+stopped) and CRUXEval-O/I on 3 problems before training and every 10 steps. Measured on 2 cores: about 6
+minutes a step (355 s for the first step after a resume, compilation included; 7 minutes before identical
+prompts shared a prefill), 3 hours in all: each step samples three phases of 128 tokens (~0.4 s a decode
+step) and takes one full update of the 0.5B model (~200 s). Peak memory about 16 GB.
 """
 
 from experiments import qwen25_coder_05b_cpu
