@@ -32,6 +32,7 @@ from azr_jax import distributed
 from azr_jax.model import KVCache, Transformer, batch_split, positions_from_mask
 from azr_jax.model.transformer import constrain
 from azr_jax.sampling import stops
+from azr_jax.shapes import bucket
 
 
 class _Slots(NamedTuple):
@@ -206,15 +207,14 @@ def requests(prompts: Sequence[Sequence[int]], limits: Sequence[int], n: int, sl
 
 def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Sequence[int]) -> "Samples":
     """`Sampler.generate` with continuous batching: every prompt's n samples, in request order."""
-    from azr_jax.sampling.sampler import _bucket
 
     st, n = sampler.static(params), params.n
     total = len(prompts) * n
-    bucket = sampler.prompt_bucket
-    longest = bucket(max(map(len, prompts)))
+    prompt_bucket = sampler.prompt_bucket
+    longest = prompt_bucket(max(map(len, prompts)))
     mesh = sampler._mesh()
     split = batch_split(mesh)
-    slots = _bucket(total, None, 1)
+    slots = bucket(total, 1)
     cap = sampler.rows_per_call(longest, params)
     if cap is not None:
         slots = min(slots, cap)
@@ -233,8 +233,8 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Seq
 
     def insert(device, batch: list[_Request], free: list[int]):
         """One prefill of the batch's prompts (all of one prompt bucket) into slots `free`."""
-        p = bucket(max(len(prompts[q.prompt]) for q in batch))
-        u, r = _bucket(len(batch), None, 1), _bucket(sum(len(q.rows) for q in batch), None, 1)  # few shapes
+        p = prompt_bucket(max(len(prompts[q.prompt]) for q in batch))
+        u, r = bucket(len(batch), 1), bucket(sum(len(q.rows) for q in batch), 1)  # few shapes
         tokens, valid = np.zeros((u, p), np.int32), np.zeros((u, p), bool)
         for j, q in enumerate(batch + [batch[0]] * (u - len(batch))):
             ids = prompts[q.prompt]
@@ -259,12 +259,13 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Seq
         out_logp = np.zeros((total, params.max_new_tokens), np.float32)
         lengths, done = np.zeros(total, np.int32), np.zeros(total, bool)
         while queue or busy:
-            joining = []  # in queue order, while the next request's rows fit in the free slots
-            while queue and len(queue[0].rows) <= len(free) - sum(len(q.rows) for q in joining):
+            joining, taken = [], 0  # in queue order, while the next request's rows fit in the free slots
+            while queue and taken + len(queue[0].rows) <= len(free):
+                taken += len(queue[0].rows)
                 joining.append(queue.popleft())
             by_bucket: dict[int, list[_Request]] = {}  # a short prompt is not padded to a long one's bucket
             for q in joining:
-                by_bucket.setdefault(bucket(len(prompts[q.prompt])), []).append(q)
+                by_bucket.setdefault(prompt_bucket(len(prompts[q.prompt])), []).append(q)
             for batch in by_bucket.values():
                 used = sum(len(q.rows) for q in batch)
                 device = insert(device, batch, free[:used])
@@ -276,7 +277,7 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Seq
             live = distributed.to_host(device.live)
             finished = sorted(s for s in busy if not live[s])
             if finished:
-                idx = np.zeros(_bucket(len(finished), None, 1), np.int32)
+                idx = np.zeros(bucket(len(finished), 1), np.int32)
                 idx[: len(finished)] = finished
                 toks, logp, steps, stopped, rows = distributed.to_host(_take(device, put(idx)))
                 for j in range(len(finished)):

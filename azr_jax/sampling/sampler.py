@@ -28,7 +28,7 @@ from azr_jax import distributed
 from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
 from azr_jax.model import KVCache, batch_split, Transformer, logical_sharding, positions_from_mask
 from azr_jax.model.transformer import constrain
-from azr_jax.shapes import prompt_bucket
+from azr_jax.shapes import bucket, prompt_bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,15 +311,6 @@ def cut_at_stop(tokenizer, ids: np.ndarray, stops: Sequence[StopString], token_b
     return target, lo
 
 
-def _bucket(n: int, buckets: Sequence[int] | None, minimum: int) -> int:
-    if buckets:
-        for b in sorted(buckets):
-            if b >= n:
-                return b
-        raise ValueError(f"length {n} exceeds the largest configured bucket {max(buckets)}")
-    return max(minimum, 1 << (n - 1).bit_length())
-
-
 ENGINES = ("continuous", "static")
 
 
@@ -332,8 +323,6 @@ class Sampler:
         tokenizer,
         *,
         cache_dtype: str | None = None,
-        prompt_buckets: Sequence[int] | None = None,
-        batch_buckets: Sequence[int] | None = None,
         max_rows: int = 0,
         kv_cache_gib: float = 0.0,
         engine: str = "continuous",
@@ -347,15 +336,14 @@ class Sampler:
         self.engine = engine
         self.model, self.tokenizer = model, tokenizer
         self.cache_dtype = cache_dtype or model.cfg.compute_dtype
-        self.prompt_buckets, self.batch_buckets = prompt_buckets, batch_buckets
         self.max_rows, self.kv_cache_gib = max_rows, kv_cache_gib
         special = {getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)}
         self.default_stop_ids = tuple(sorted(special - {None}))
 
     def prompt_bucket(self, n: int) -> int:
-        """The prompt length a call compiles for: the smallest configured bucket that holds n tokens, or by
-        default a half-octave step (`shapes.prompt_bucket`: at most 50% padding, which a prefill computes)."""
-        return _bucket(n, self.prompt_buckets, 16) if self.prompt_buckets else prompt_bucket(n)
+        """The prompt length a call compiles for: a half-octave step (`shapes.prompt_bucket`: at most 50%
+        padding, which a prefill computes)."""
+        return prompt_bucket(n)
 
     def _mesh(self):
         leaf = jax.tree.leaves(nnx.state(self.model))[0]
@@ -365,7 +353,7 @@ class Sampler:
         """The batch a call of n_prompts prompts compiles for: its bucket, rounded up to what the batch mesh
         axes divide (so rows are split, not replicated)."""
         split = batch_split(self._mesh())
-        return -(-_bucket(n_prompts, self.batch_buckets, 1) // split) * split
+        return -(-bucket(n_prompts, 1) // split) * split
 
     def rows_per_call(self, prompt_bucket: int, params: SamplingParams) -> int | None:
         """The most rows (prompts x n) one call may have under `max_rows` and `kv_cache_gib`; None: no bound."""
