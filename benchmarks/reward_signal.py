@@ -6,7 +6,12 @@ are most mixed. This runs seeding plus one self-play step without the update for
 prints per group the format-valid rate, valid-proposal rate / accuracy and reward spread.
 
     python benchmarks/reward_signal.py --config=experiments/qwen25_coder_05b_cpu.py --proposals=64 \
-        --settings=chat/answer_blocks,chat/lenient,chat/lenient+example
+        --config.sampling.max_rows=32 --config.eval.every_steps=0 \
+        --settings=chat/lenient,chat/lenient+example,chat/answer_blocks,azr/lenient
+
+On the 2-core development machine a setting of 64 proposals per task type takes 25-30 minutes (seeding,
+then 192 proposals and ~400 solver and learnability answers of up to 128 tokens); the table it gave is in
+docs/algorithm.md section 2.3.
 
 A setting is template/answer_format, with `+example` for `proposer_example` (a worked answer in the
 proposer prompts). `--proposals` sets the batch size: proposals (and solver prompts) per task type.
@@ -16,6 +21,7 @@ The last lines are a markdown table, one row per setting.
 from __future__ import annotations
 
 import collections
+import time
 
 import numpy as np
 from absl import app, flags
@@ -49,8 +55,13 @@ def main(argv):
             config.proposer_example = setting.endswith("+example")
             if _PROPOSALS.value:
                 config.batch_size = _PROPOSALS.value
+            start = time.perf_counter()
             selfplay = SelfPlay(config, model, tokenizer, sampler, pool)
             selfplay.seed_buffers(lambda s: None)
+            print(
+                f"{setting:28s} seeded in {time.perf_counter() - start:.0f} s: buffers {selfplay.buffers.sizes()}",
+                flush=True,
+            )
             rewards, table = [], collections.defaultdict(list)
             for step in range(_STEPS.value):
                 result = selfplay.train_step(step, update=False)
@@ -64,6 +75,8 @@ def main(argv):
                         f"valid {m.get(p + '/valid_rate', 0):.2f} acc {m.get(s + '/accuracy', 0):.2f}"
                     )
                 print(f"{setting:28s} step {step}: " + " | ".join(cells), flush=True)
+                times = {k.split("/")[-1]: round(v) for k, v in m.items() if k.startswith("time/")}
+                print(f"    seconds per phase {times}", flush=True)
                 for t in TaskType:
                     p, s_ = f"{t.value}/propose", f"{t.value}/solve"
                     table[t.value + " valid"].append(m.get(p + "/valid_rate", 0))
@@ -77,7 +90,8 @@ def main(argv):
             rows.append((spread, setting, {k: float(np.mean(v)) for k, v in table.items()}))
             print(
                 f"{setting:28s} reward mean {np.mean(rewards):+.3f} std {spread:.3f} "
-                f"distinct {sorted(set(np.round(rewards, 2)))} buffers {selfplay.buffers.sizes()}",
+                f"distinct {sorted(set(np.round(rewards, 2)))} buffers {selfplay.buffers.sizes()} "
+                f"({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
     columns = list(rows[0][2])
