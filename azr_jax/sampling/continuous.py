@@ -207,7 +207,6 @@ def requests(prompts: Sequence[Sequence[int]], limits: Sequence[int], n: int, sl
 
 def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Sequence[int]) -> "Samples":
     """`Sampler.generate` with continuous batching: every prompt's n samples, in request order."""
-
     st, n = sampler.static(params), params.n
     total = len(prompts) * n
     prompt_bucket = sampler.prompt_bucket
