@@ -15,26 +15,32 @@ docs/algorithm.md section 2.3.
 
 A setting is template/answer_format, with `+example` for `proposer_example` (a worked answer in the
 proposer prompts). `--proposals` sets the batch size: proposals (and solver prompts) per task type.
-The last lines are a markdown table, one row per setting.
+The last lines are a markdown table, one row per setting. `--rollouts=FILE.jsonl` keeps every proposal and
+solver answer, to read why a setting's tasks are (un)solved.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 import time
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from azr_jax import proposal_log
 from azr_jax.executor import ExecutorPool
 from azr_jax.trainer import build
 from azr_jax.selfplay import SelfPlay
 from azr_jax.tasks import TaskType
 
+_MAX_CHARS = 4000  # of a program or response kept in --rollouts
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config")
 _STEPS = flags.DEFINE_integer("steps", 1, "dry steps per setting")
 _PROPOSALS = flags.DEFINE_integer("proposals", 0, "proposals per task type and step (0: the config's batch size)")
+_ROLLOUTS = flags.DEFINE_string("rollouts", None, "write every proposal and solver answer to this JSONL file")
 _SETTINGS = flags.DEFINE_list(
     "settings",
     "azr/think_answer,azr/answer_blocks,chat/think_answer,chat/answer_blocks",
@@ -42,12 +48,58 @@ _SETTINGS = flags.DEFINE_list(
 )
 
 
+def _step_lines(setting: str, step: int, m: dict, table: dict) -> list[str]:
+    """The step's printout (a cell per task type, then why proposals were rejected); adds its rates to
+    `table`."""
+    cells, reasons_lines = [], []
+    for t in TaskType:
+        p, s = f"{t.value}/propose", f"{t.value}/solve"
+        valid, fmt, acc = m.get(p + "/valid_rate", 0), m.get(s + "/format_valid", 0), m.get(s + "/accuracy", 0)
+        table[t.value + " valid"].append(valid)
+        table[t.value + " solver fmt"].append(fmt)
+        table[t.value + " acc"].append(acc)
+        cells.append(
+            f"{t.value[:3]}: fmt {m.get(p + '/format_valid', 0):.2f}/{fmt:.2f} valid {valid:.2f} acc {acc:.2f}"
+        )
+        reasons = {k.split("/")[-1]: round(v, 2) for k, v in m.items() if k.startswith(p + "/reason/")}
+        reasons_lines.append(f"    {p}: {int(m.get(p + '/count', 0))} proposals, reasons {reasons}")
+    times = {k.split("/")[-1]: round(v) for k, v in m.items() if k.startswith("time/")}
+    return [f"{setting:28s} step {step}: " + " | ".join(cells), f"    seconds per phase {times}", *reasons_lines]
+
+
+def _rollout_records(setting: str, step: int, result, config) -> list[dict]:
+    """The step's proposals (as in a run's proposals.jsonl) and every solver answer, buffer tasks included."""
+    recs = proposal_log.records(step, result.proposals, result.solver, config.answer_format, _MAX_CHARS)
+    recs = [{"setting": setting, "role": "propose"} | r for r in recs]
+    for r in result.solver:
+        recs.append(
+            {
+                "setting": setting,
+                "role": "solve",
+                "step": step,
+                "task_type": r.task_type.value,
+                "program": r.task.program[:_MAX_CHARS],
+                "inputs": list(r.task.inputs),
+                "outputs": list(r.task.outputs),
+                "text": r.text[:_MAX_CHARS],
+                "well_formatted": bool(r.well_formatted),
+                "correct": bool(r.valid),
+                "truncated": bool(r.truncated),
+            }
+        )
+    return recs
+
+
 def main(argv):
     del argv
     base = _CONFIG.value
     _, model, tokenizer, sampler = build(base)
     rows = []
-    with ExecutorPool(num_workers=base.executor.num_workers or None, timeout_s=base.executor.timeout_s) as pool:
+    out_file = open(_ROLLOUTS.value, "w") if _ROLLOUTS.value else contextlib.nullcontext()
+    with (
+        out_file as out,
+        ExecutorPool(num_workers=base.executor.num_workers or None, timeout_s=base.executor.timeout_s) as pool,
+    ):
         for setting in _SETTINGS.value:
             template, answer_format = setting.split("+")[0].split("/")
             config = base.copy_and_resolve_references()
@@ -66,26 +118,10 @@ def main(argv):
             for step in range(_STEPS.value):
                 result = selfplay.train_step(step, update=False)
                 rewards += [r.reward for r in result.proposals + result.solver]
-                m = result.metrics
-                cells = []
-                for t in TaskType:
-                    p, s = f"{t.value}/propose", f"{t.value}/solve"
-                    cells.append(
-                        f"{t.value[:3]}: fmt {m.get(p + '/format_valid', 0):.2f}/{m.get(s + '/format_valid', 0):.2f} "
-                        f"valid {m.get(p + '/valid_rate', 0):.2f} acc {m.get(s + '/accuracy', 0):.2f}"
-                    )
-                print(f"{setting:28s} step {step}: " + " | ".join(cells), flush=True)
-                times = {k.split("/")[-1]: round(v) for k, v in m.items() if k.startswith("time/")}
-                print(f"    seconds per phase {times}", flush=True)
-                for t in TaskType:
-                    p, s_ = f"{t.value}/propose", f"{t.value}/solve"
-                    table[t.value + " valid"].append(m.get(p + "/valid_rate", 0))
-                    table[t.value + " solver fmt"].append(m.get(s_ + "/format_valid", 0))
-                    table[t.value + " acc"].append(m.get(s_ + "/accuracy", 0))
-                for t in TaskType:  # why proposals were rejected, and how many there were
-                    g = f"{t.value}/propose"
-                    reasons = {k.split("/")[-1]: round(v, 2) for k, v in m.items() if k.startswith(g + "/reason/")}
-                    print(f"    {g}: {int(m.get(g + '/count', 0))} proposals, reasons {reasons}", flush=True)
+                print("\n".join(_step_lines(setting, step, result.metrics, table)), flush=True)
+                if out is not None:
+                    for rec in _rollout_records(setting, step, result, config):
+                        out.write(json.dumps(rec) + "\n")
             spread = float(np.std(rewards))
             rows.append((spread, setting, {k: float(np.mean(v)) for k, v in table.items()}))
             print(
@@ -94,6 +130,8 @@ def main(argv):
                 f"({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
+    if _ROLLOUTS.value:
+        print(f"every proposal and solver answer: {_ROLLOUTS.value}")
     columns = list(rows[0][2])
     print("| setting | " + " | ".join(columns) + " | reward std |")
     print("|---" * (len(columns) + 2) + "|")
