@@ -21,7 +21,6 @@ solver answer, to read why a setting's tasks are (un)solved.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import time
@@ -48,18 +47,24 @@ _SETTINGS = flags.DEFINE_list(
 )
 
 
-def _step_lines(setting: str, step: int, m: dict, table: dict) -> list[str]:
-    """The step's printout (a cell per task type, then why proposals were rejected); adds its rates to
-    `table`."""
-    cells, reasons_lines = [], []
+def _cells(m: dict) -> dict[str, float]:
+    """A step's table cells: valid-proposal rate, solver format rate and accuracy per task type."""
+    cells = {}
     for t in TaskType:
-        p, s = f"{t.value}/propose", f"{t.value}/solve"
-        valid, fmt, acc = m.get(p + "/valid_rate", 0), m.get(s + "/format_valid", 0), m.get(s + "/accuracy", 0)
-        table[t.value + " valid"].append(valid)
-        table[t.value + " solver fmt"].append(fmt)
-        table[t.value + " acc"].append(acc)
+        cells[t.value + " valid"] = m.get(f"{t.value}/propose/valid_rate", 0)
+        cells[t.value + " solver fmt"] = m.get(f"{t.value}/solve/format_valid", 0)
+        cells[t.value + " acc"] = m.get(f"{t.value}/solve/accuracy", 0)
+    return cells
+
+
+def _step_lines(setting: str, step: int, m: dict) -> list[str]:
+    """The step's printout: a cell per task type, seconds per phase, then why proposals were rejected."""
+    table, cells, reasons_lines = _cells(m), [], []
+    for t in TaskType:
+        p, name = f"{t.value}/propose", t.value
         cells.append(
-            f"{t.value[:3]}: fmt {m.get(p + '/format_valid', 0):.2f}/{fmt:.2f} valid {valid:.2f} acc {acc:.2f}"
+            f"{name[:3]}: fmt {m.get(p + '/format_valid', 0):.2f}/{table[name + ' solver fmt']:.2f} "
+            f"valid {table[name + ' valid']:.2f} acc {table[name + ' acc']:.2f}"
         )
         reasons = {k.split("/")[-1]: round(v, 2) for k, v in m.items() if k.startswith(p + "/reason/")}
         reasons_lines.append(f"    {p}: {int(m.get(p + '/count', 0))} proposals, reasons {reasons}")
@@ -114,16 +119,17 @@ def main(argv):
                 f"{setting:28s} seeded in {time.perf_counter() - start:.0f} s: buffers {selfplay.buffers.sizes()}",
                 flush=True,
             )
-            rewards, table = [], collections.defaultdict(list)
+            rewards, steps = [], []
             for step in range(_STEPS.value):
                 result = selfplay.train_step(step, update=False)
                 rewards += [r.reward for r in result.proposals + result.solver]
-                print("\n".join(_step_lines(setting, step, result.metrics, table)), flush=True)
+                steps.append(_cells(result.metrics))
+                print("\n".join(_step_lines(setting, step, result.metrics)), flush=True)
                 if out is not None:
                     for rec in _rollout_records(setting, step, result, config):
                         out.write(json.dumps(rec) + "\n")
             spread = float(np.std(rewards))
-            rows.append((spread, setting, {k: float(np.mean(v)) for k, v in table.items()}))
+            rows.append((spread, setting, {k: float(np.mean([c[k] for c in steps])) for k in steps[0]}))
             print(
                 f"{setting:28s} reward mean {np.mean(rewards):+.3f} std {spread:.3f} "
                 f"distinct {sorted(set(np.round(rewards, 2)))} buffers {selfplay.buffers.sizes()} "
