@@ -5,7 +5,7 @@ once per step and task type (also with an empty list), so the tail of each buffe
 step's proposals and the slice before it the previous step's; the solver can draw on either.
 All randomness comes from a numpy Generator passed in, so sampling is reproducible.
 
-The seeding phase (`SelfPlay.seed_buffers`) uses the helpers at the end: `seed_size` (how many tasks),
+The seeding phase (`seeding.seed_buffers`) uses the helpers at the end: `seed_size` (how many tasks),
 `strip_program` (seed programs lose comments and docstrings) and `seed_key` (which seeds are duplicates).
 """
 
@@ -148,7 +148,7 @@ def strip_program(program: str) -> str:
     when the program does not parse or cannot be unparsed.
 
     Only comments are invisible to the interpreter: dropping a docstring changes `f.__doc__`, so
-    `SelfPlay.seed_buffers` runs a stripped program again before storing it.
+    `seeding.seed_buffers` runs a stripped program again before storing it.
     """
     tree = ast.parse(program)
     for node in ast.walk(tree):

@@ -34,7 +34,8 @@ def main(argv):
         raise app.UsageError("--config and --workdir are required")
     logging.getLogger("absl").setLevel(logging.WARNING)
     from azr_jax import distributed
-    from azr_jax.trainer import ConfigError, train
+    from azr_jax.settings import ConfigError
+    from azr_jax.trainer import train
 
     try:  # TPU VM slices and SLURM jobs are detected; elsewhere the three flags start a multi-process run
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -149,8 +149,7 @@ def plan(config, devices, platform: str, log=print) -> list[Row]:
     from azr_jax.model.attention import resolve_attention
     from azr_jax.sampling import Sampler, SamplingParams
     from azr_jax.sampling.sampler import _generate
-    from azr_jax.selfplay import check_microbatch, optimizer_from, update_config_from
-    from azr_jax.trainer import check_config
+    from azr_jax.settings import check_config, check_microbatch, optimizer_from, update_config_from
     from azr_jax.update import accumulate_gradients, apply_gradients, bucket, optimizer_state_shardings, prompt_bucket
 
     check_config(config)
@@ -290,7 +289,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _CONFIG.value is None or not _TOPOLOGY.value:
         raise app.UsageError("--config and --topology are required")
-    from azr_jax.trainer import ConfigError
+    from azr_jax.settings import ConfigError
 
     try:
         devices, platform, capacity = target_devices(_TOPOLOGY.value)

@@ -29,11 +29,14 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from azr_jax import proposal_log
+from azr_jax import learner, proposal_log, seeding
+from azr_jax.buffers import TaskBuffers
 from azr_jax.executor import ExecutorPool
-from azr_jax.trainer import build
-from azr_jax.selfplay import SelfPlay
+from azr_jax.rollouts import Context
+from azr_jax.selfplay import train_step
+from azr_jax.settings import StepSettings
 from azr_jax.tasks import TaskType
+from azr_jax.trainer import build
 
 _MAX_CHARS = 4000  # of a program or response kept in --rollouts
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config")
@@ -113,15 +116,17 @@ def main(argv):
             if _PROPOSALS.value:
                 config.batch_size = _PROPOSALS.value
             start = time.perf_counter()
-            selfplay = SelfPlay(config, model, tokenizer, sampler, pool)
-            selfplay.seed_buffers(lambda s: None)
+            ctx = Context(StepSettings.from_config(config), tokenizer, sampler, pool)
+            state = learner.sampling_state(model, config.seed)  # rewards only: no optimiser state
+            buffers = TaskBuffers.seeded()
+            seeding.seed_buffers(ctx, buffers, state.key, lambda s: None)
             print(
-                f"{setting:28s} seeded in {time.perf_counter() - start:.0f} s: buffers {selfplay.buffers.sizes()}",
+                f"{setting:28s} seeded in {time.perf_counter() - start:.0f} s: buffers {buffers.sizes()}",
                 flush=True,
             )
             rewards, steps = [], []
             for step in range(_STEPS.value):
-                result = selfplay.train_step(step, update=False)
+                _, result = train_step(ctx, state, buffers, step)  # no learner: stops before the update
                 rewards += [r.reward for r in result.proposals + result.solver]
                 steps.append(_cells(result.metrics))
                 print("\n".join(_step_lines(setting, step, result.metrics)), flush=True)
@@ -132,7 +137,7 @@ def main(argv):
             rows.append((spread, setting, {k: float(np.mean([c[k] for c in steps])) for k in steps[0]}))
             print(
                 f"{setting:28s} reward mean {np.mean(rewards):+.3f} std {spread:.3f} "
-                f"distinct {sorted(set(np.round(rewards, 2)))} buffers {selfplay.buffers.sizes()} "
+                f"distinct {sorted(set(np.round(rewards, 2)))} buffers {buffers.sizes()} "
                 f"({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from azr_jax.buffers import SEED_DEDUP, seed_size
-from azr_jax.trainer import check_config
+from azr_jax.settings import check_config
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments", "*.py")))
 
@@ -46,7 +46,7 @@ def test_paper_settings():
 
 def test_training_needs_a_temperature_and_the_trained_policy_in_the_sampler():
     from azr_jax.defaults import paper_config
-    from azr_jax.trainer import ConfigError
+    from azr_jax.settings import ConfigError
 
     c = paper_config()
     c.model.preset, c.model.tokenizer = "tiny-qwen2", "/tokenizer"

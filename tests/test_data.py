@@ -105,7 +105,8 @@ def test_tfds_reads_the_vendored_gz_and_a_plain_data_dir(tmp_path):
 def test_training_with_validation_checks_the_data_before_loading_the_model(tmp_path):
     """The model path does not exist: had the trainer loaded it first, this would be a different error."""
     from azr_jax.defaults import paper_config
-    from azr_jax.trainer import ConfigError, train
+    from azr_jax.settings import ConfigError
+    from azr_jax.trainer import train
 
     c = paper_config()
     c.model.checkpoint = str(tmp_path / "no_such_model")

@@ -65,7 +65,7 @@ def test_bad_topologies_and_configs_are_named():
         planner.target_devices("cpu:64")
     c = tiny.get_config()
     c.optimizer.microbatch_size = 4
-    from azr_jax.trainer import ConfigError
+    from azr_jax.settings import ConfigError
 
     with pytest.raises(ConfigError, match="microbatch_size=4"):
         planner.plan(c, jax.devices()[:8], "cpu", log=lambda s: None)

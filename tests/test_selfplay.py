@@ -1,21 +1,27 @@
-"""The self-play loop end to end: a scripted policy with the real executor, `tiny.py` for real, resume."""
+"""The self-play step end to end: a scripted policy with the real executor, `tiny.py` for real, resume."""
 
 import collections
+import dataclasses
 import json
 import os
 import signal
+import types
 
 import ml_collections
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from azr_jax import proposal_log
+from azr_jax import learner, phases, prompts, proposal_log, seeding, step_metrics
+from azr_jax.buffers import TaskBuffers
 from azr_jax.executor import ExecutorPool
-from azr_jax.trainer import ConfigError, build, check_config, train
+from azr_jax.phases import learnability_solve_rate
+from azr_jax.rollouts import Context
 from azr_jax.sampling import Samples
-from azr_jax.selfplay import SelfPlay, learnability_solve_rate
-from azr_jax.tasks import SEED_PROGRAM, Task, TaskType
+from azr_jax.selfplay import train_step
+from azr_jax.settings import ConfigError, StepSettings, check_config
+from azr_jax.tasks import SEED_PROGRAM, Role, Task, TaskType
+from azr_jax.trainer import build, train
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -58,7 +64,7 @@ def scripted_response(prompt: str, occurrence: int, sample: int) -> str:
 
 
 class ScriptedSampler:
-    """Stands in for the model's sampler only: fixed strings, tokenized for real; the rest of the loop is real."""
+    """Stands in for the model's sampler only: fixed strings, tokenized for real; the rest of the step is real."""
 
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
@@ -87,16 +93,23 @@ class ScriptedSampler:
         )
 
 
+def context(config, tokenizer, sampler, pool) -> Context:
+    return Context(StepSettings.from_config(config), tokenizer, sampler, pool)
+
+
 @pytest.fixture(scope="module")
 def scripted_step():
+    """(buffer sizes after seeding, the step's result, the run: its context, learner, state and buffers)."""
     config = tiny_config(batch_size=2, learnability_rollouts=2, answer_format="think_answer")
     _, model, tokenizer, _ = build(config)
     with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
-        selfplay = SelfPlay(config, model, tokenizer, ScriptedSampler(model, tokenizer), pool)
-        selfplay.seed_buffers(lambda s: None)
-        seeded = selfplay.buffers.sizes()
-        result = selfplay.train_step(0)
-    return seeded, result, selfplay
+        ctx = context(config, tokenizer, ScriptedSampler(model, tokenizer), pool)
+        learn, state = learner.init(config, model)
+        buffers = TaskBuffers.seeded()
+        seeding.seed_buffers(ctx, buffers, state.key, lambda s: None)
+        seeded = buffers.sizes()
+        state, result = train_step(ctx, state, buffers, 0, learn)
+    return seeded, result, types.SimpleNamespace(ctx=ctx, learner=learn, state=state, buffers=buffers)
 
 
 def _by(rollouts, task_type):
@@ -104,7 +117,7 @@ def _by(rollouts, task_type):
 
 
 def test_proposals_get_executor_computed_gold_outputs(scripted_step):
-    seeded, result, selfplay = scripted_step
+    seeded, result, run = scripted_step
     assert seeded == {"deduction": 1, "abduction": 1, "induction": 1}
     ded, abd, ind = (_by(result.proposals, t) for t in TaskType)
     assert [r.valid for r in ded] == [True, False] and ded[1].reason == "banned_import"
@@ -112,7 +125,7 @@ def test_proposals_get_executor_computed_gold_outputs(scripted_step):
     assert abd[0].task.outputs == ("'cba'",)
     assert ind[0].valid and ind[0].task.outputs == tuple(str(v) for v in range(10, 20))
     assert not ind[1].valid
-    assert selfplay.buffers.sizes() == {"deduction": 2, "abduction": 2, "induction": 2}
+    assert run.buffers.sizes() == {"deduction": 2, "abduction": 2, "induction": 2}
 
 
 def test_rewards_follow_the_spec_table(scripted_step):
@@ -189,18 +202,16 @@ def test_learnability_format_check_setting():
         _ans("output", "7"),  # wrong
         "I am not sure.",  # no answer at all
     ]
-    config = tiny_config(answer_format="think_answer")
-    _, model, tokenizer, _ = build(config)
+    settings = StepSettings.from_config(tiny_config(answer_format="think_answer", learnability_rollouts=4))
     with ExecutorPool(num_workers=1) as pool:
-        selfplay = SelfPlay(config, model, tokenizer, None, pool)
         # Default: parsed like the trained solver, the unwrapped right answer counts as wrong.
-        got = selfplay.learnability_solve_rates([task, task], texts + texts[::-1], 4)
+        got = phases.learnability([task, task], texts + texts[::-1], settings, pool)
         assert [rate for rate, _ in got] == [0.25, 0.25]
         # The answers the proposal log keeps: the parsed answer (None when there is none) and its verdict.
-        assert got[0][1] == [("6", True), (None, False), ("7", False), (None, False)]
+        assert got[0][1] == (("6", True), (None, False), ("7", False), (None, False))
         # Reference-like: no wrapper check, so it counts as right; "I am not sure." stays wrong.
-        config.rewards.learnability_format_check = False
-        assert selfplay.learnability_solve_rates([task], texts, 4)[0][0] == 0.5
+        settings = dataclasses.replace(settings, learnability_format_check=False)
+        assert phases.learnability([task], texts, settings, pool)[0][0] == 0.5
 
 
 def test_bad_config_is_a_clear_error():
@@ -271,32 +282,29 @@ def test_checkpoint_every_steps_zero_saves_nothing_and_one_step_gets_a_single_ta
 
 
 def test_over_long_prompts_are_dropped_and_counted(scripted_step):
-    import jax
+    _, result, run = scripted_step
+    rng = np.random.default_rng(0)
+    short = dataclasses.replace(run.ctx, settings=dataclasses.replace(run.ctx.settings, max_prompt_tokens=1))
+    # Every proposer prompt too long: no request at all, so the step makes no sampler call and has empty groups.
+    requests, dropped = phases.proposer_requests(short, run.buffers, list(TaskType), 2, rng)
+    assert requests == [] and dict(dropped) == {f"{t.value}/propose": 2 for t in TaskType}
 
-    _, result, selfplay = scripted_step
-    config, saved = selfplay.config, selfplay.config.max_prompt_tokens
-    try:
-        config.max_prompt_tokens = 1  # every proposer prompt is too long: no sampler call, empty groups
-        assert selfplay.propose(selfplay.task_types, np.random.default_rng(0), jax.random.key(0)) == []
-        assert dict(selfplay.dropped_prompts) == {f"{t.value}/propose": 2 for t in TaskType}
-
-        tasks = [r.task for r in result.solver]
-        lengths = [len(ids) for ids in selfplay.solver_prompt_ids(tasks)]  # never truncated
-        config.max_prompt_tokens = sorted(lengths)[2]  # a prompt exactly at the limit is kept
-        kept, ids = selfplay.solver_prompts(tasks)
-        assert kept == [t for t, n in zip(tasks, lengths) if n <= config.max_prompt_tokens] and 0 < len(kept) < 6
-        assert [len(x) for x in ids] == [n for n in lengths if n <= config.max_prompt_tokens]
-        m = selfplay.step_metrics([], [])
-        for t in TaskType:  # every group is logged, with zeros when it had no rollouts
-            assert m[f"{t.value}/propose/count"] == m[f"{t.value}/propose/valid_rate"] == 0.0
-            assert m[f"{t.value}/solve/count"] == m[f"{t.value}/solve/accuracy"] == m[f"{t.value}/solve/reward"] == 0.0
-        for t in TaskType:
-            too_long = sum(n > config.max_prompt_tokens for task, n in zip(tasks, lengths) if task.task_type == t)
-            assert m[f"{t.value}/solve/prompt_too_long"] == too_long and m[f"{t.value}/propose/prompt_too_long"] == 2
-        assert m["prompt_too_long/total"] == 6 + 6 - len(kept)
-    finally:
-        config.max_prompt_tokens = saved
-        selfplay.dropped_prompts.clear()
+    tasks = [r.task for r in result.solver]
+    lengths = [len(ids) for ids in phases.solver_prompt_ids(run.ctx, tasks)]  # never truncated
+    limit = sorted(lengths)[2]  # a prompt exactly at the limit is kept
+    kept, solver_dropped = phases.fitting(
+        phases.solver_prompt_ids(run.ctx, tasks), [t.task_type for t in tasks], Role.SOLVER, limit
+    )
+    assert kept == [i for i, n in enumerate(lengths) if n <= limit] and 0 < len(kept) < 6
+    dropped.update(solver_dropped)
+    m = step_metrics.of_step([], [], run.buffers.sizes(), list(TaskType), dropped)
+    for t in TaskType:  # every group is logged, with zeros when it had no rollouts
+        assert m[f"{t.value}/propose/count"] == m[f"{t.value}/propose/valid_rate"] == 0.0
+        assert m[f"{t.value}/solve/count"] == m[f"{t.value}/solve/accuracy"] == m[f"{t.value}/solve/reward"] == 0.0
+    for t in TaskType:
+        too_long = sum(n > limit for task, n in zip(tasks, lengths) if task.task_type == t)
+        assert m[f"{t.value}/solve/prompt_too_long"] == too_long and m[f"{t.value}/propose/prompt_too_long"] == 2
+    assert m["prompt_too_long/total"] == 6 + 6 - len(kept)
     assert result.metrics["prompt_too_long/total"] == 0.0  # the scripted step itself dropped nothing
 
 
@@ -314,8 +322,9 @@ def test_update_with_empty_groups_is_finite(scripted_step):
     only_padding = trr_advantages(jnp.zeros(3), jnp.full(3, NUM_GROUPS), mask[:3])
     assert np.asarray(only_padding).tolist() == [[0.0] * 3] * 3
     # The update: a step whose proposer prompts were all dropped trains on the solver groups alone.
-    _, result, selfplay = scripted_step
-    m = selfplay.update(list(result.solver))
+    _, result, run = scripted_step
+    state, m = learner.train_on(list(result.solver), run.learner, run.state)
+    run.state = state  # the old parameters were donated
     assert np.isfinite(m["optimizer/loss"]) and m["optimizer/skipped"] == 0.0
     assert not any(k.startswith(f"{t.value}/propose/advantage") for t in TaskType for k in m)
     for t in (TaskType.ABDUCTION, TaskType.INDUCTION):  # equal rewards within the group: exactly zero advantages
@@ -357,14 +366,13 @@ class RecordingSampler(ScriptedSampler):
         return super().generate(prompts, params, seed)
 
 
-def _seed(trained, config):
-    """(self-play after seeding with the scripted proposers, its recording sampler, the lines seeding logged)."""
-    sampler = RecordingSampler(trained.sampler.model, trained.tokenizer)
-    lines = []
+def _seed(run, config):
+    """(the buffers after seeding with the scripted proposers, its recording sampler, the lines seeding logged)."""
+    sampler = RecordingSampler(run.ctx.sampler.model, run.ctx.tokenizer)
+    lines, buffers = [], TaskBuffers.seeded()
     with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
-        selfplay = SelfPlay(config, trained.sampler.model, trained.tokenizer, sampler, pool)
-        selfplay.seed_buffers(lines.append)
-    return selfplay, sampler, lines
+        seeding.seed_buffers(context(config, run.ctx.tokenizer, sampler, pool), buffers, run.state.key, lines.append)
+    return buffers, sampler, lines
 
 
 @pytest.mark.parametrize(
@@ -377,7 +385,7 @@ def _seed(trained, config):
     ],
 )
 def test_seeding_shared_pool_dedup_and_stripping(scripted_step, monkeypatch, dedup, strip, expected):
-    _, _, trained = scripted_step
+    _, _, run = scripted_step
     monkeypatch.setitem(globals(), "scripted_response", seeding_response)
     target = len(expected)
     config = tiny_config(
@@ -388,8 +396,8 @@ def test_seeding_shared_pool_dedup_and_stripping(scripted_step, monkeypatch, ded
         seed_dedup=dedup,
         seed_strip_comments=strip,
     )
-    selfplay, sampler, lines = _seed(trained, config)
-    ded, abd = (selfplay.buffers.tasks[t] for t in (TaskType.DEDUCTION, TaskType.ABDUCTION))
+    buffers, sampler, lines = _seed(run, config)
+    ded, abd = (buffers.tasks[t] for t in (TaskType.DEDUCTION, TaskType.ABDUCTION))
     # One pool: both proposer types' valid proposals, in proposal order, in both buffers.
     assert [t.program for t in ded] == [t.program for t in abd] == expected
     assert [(t.input, t.output) for t in ded] == [(t.input, t.output) for t in abd]
@@ -400,20 +408,23 @@ def test_seeding_shared_pool_dedup_and_stripping(scripted_step, monkeypatch, ded
     assert all("choose inputs" not in kind for kind in sampler.calls[0])
     assert all("choose inputs" in kind for call in sampler.calls[1:] for kind in call) and len(sampler.calls) > 1
     programs = {t.program for t in ded}
-    ind = selfplay.buffers.tasks[TaskType.INDUCTION]
+    ind = buffers.tasks[TaskType.INDUCTION]
     assert 0 < len(ind) <= target and all(t.program in programs for t in ind)
-    assert len({(t.program, t.inputs) for t in ind}) == len(ind) or dedup == "none"
+    if dedup == "none":  # nothing dropped: every valid induction proposal is kept, up to the target
+        assert len(ind) == target
+    else:  # induction seeds are told apart by (program, inputs)
+        assert len({(t.program, t.inputs) for t in ind}) == len(ind)
     assert lines[0].startswith(f"seeding round 1: {5 if strip else 6} valid")
 
 
 def test_seeding_short_pool_still_seeds_induction(scripted_step, monkeypatch):
     """seed_max_rounds bounds each phase: a pool that stays short after its rounds still leaves induction its
     own rounds, and the buffers left short are named at the end."""
-    _, _, trained = scripted_step
+    _, _, run = scripted_step
     monkeypatch.setitem(globals(), "scripted_response", seeding_response)
     config = tiny_config(batch_size=3, seed_buffer_size=20, seed_max_rounds=1, answer_format="think_answer")
-    selfplay, sampler, lines = _seed(trained, config)
-    sizes = selfplay.buffers.sizes()
+    buffers, sampler, lines = _seed(run, config)
+    sizes = buffers.sizes()
     assert len(sampler.calls) == 2 and all("choose inputs" in kind for kind in sampler.calls[1])
     assert 0 < sizes["deduction"] < 20 and 0 < sizes["induction"] < 20
     assert lines[-1].startswith("seeding stopped short of 20 tasks per buffer after 2 rounds (seed_max_rounds=1")
@@ -421,28 +432,25 @@ def test_seeding_short_pool_still_seeds_induction(scripted_step, monkeypatch):
 
 
 def test_seed_batch_size_sets_the_proposals_of_a_seeding_round(scripted_step, monkeypatch):
-    _, _, trained = scripted_step
+    _, _, run = scripted_step
     monkeypatch.setitem(globals(), "scripted_response", seeding_response)
     config = tiny_config(
         batch_size=1, seed_batch_size=2, seed_buffer_size=20, seed_max_rounds=1, answer_format="think_answer"
     )
-    _, sampler, _ = _seed(trained, config)
+    _, sampler, _ = _seed(run, config)
     assert [len(call) for call in sampler.calls] == [4, 2]  # 2 per type: deduction + abduction, then induction
 
 
 def test_stop_string_skips_tags_quoted_while_thinking(scripted_step):
     """azr: the prompt opens <think>, so only an answer after </think> ends a response (docs/algorithm.md 2.1)."""
-    import types
-
-    from azr_jax.selfplay import SelfPlay as _SelfPlay
-
-    _, _, selfplay = scripted_step
-    stop = selfplay.stop_string
+    _, _, run = scripted_step
+    stop = run.ctx.stop
     assert stop.skip_open_at_start and stop.skip == ("<think>", "</think>") and stop.after == ("<answer>",)
     quoted = "I must write <answer> answer here </answer>. </think> <answer>\n```output\n6\n```\n</answer>"
     assert stop.end(quoted + " more") == len(quoted)
-    chat = types.SimpleNamespace(config=tiny_config(template="chat"), tokenizer=selfplay.tokenizer)
-    assert not _SelfPlay.stop_string.func(chat).skip_open_at_start  # the chat prompt opens no thinking
+    chat = prompts.answer_stop("chat", run.ctx.tokenizer)  # Qwen's own chat template, as a chat run renders it
+    assert not chat.skip_open_at_start  # the chat prompt opens no thinking
+    assert chat.end(quoted + " more") < len(quoted)  # so the first closed answer, even in the thinking, ends it
 
 
 def test_tiny_bf16_recomputed_old_logprobs_give_ratio_one():
@@ -454,8 +462,9 @@ def test_tiny_bf16_recomputed_old_logprobs_give_ratio_one():
     check_config(config)
     _, model, tokenizer, sampler = build(config)
     with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:
-        selfplay = SelfPlay(config, model, tokenizer, sampler, pool)
-        m = selfplay.train_step(0).metrics
+        learn, state = learner.init(config, model)
+        _, result = train_step(context(config, tokenizer, sampler, pool), state, TaskBuffers.seeded(), 0, learn)
+        m = result.metrics
     assert m["optimizer/approx_kl"] == 0.0 and m["optimizer/clip_frac"] == 0.0  # exactly: pi_old is this forward
     assert m["optimizer/skipped"] == 0.0 and np.isfinite(m["optimizer/loss"])
     # The sampler's tempered log-probs differ from the trainer's only by bf16 cached decoding.
