@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from azr_jax.report import ReportError, read_jsonl
+from azr_jax.records import METRICS_FILE, read_jsonl
 
 TASK_TYPES = ("deduction", "abduction", "induction")
 COLOURS = {"deduction": "tab:blue", "abduction": "tab:orange", "induction": "tab:green"}
@@ -25,9 +25,9 @@ COLOURS = {"deduction": "tab:blue", "abduction": "tab:orange", "induction": "tab
 
 def read_metrics(workdir: str) -> list[dict]:
     """The step records of `workdir/metrics.jsonl` (a cut last line is skipped; other bad lines are errors)."""
-    path = os.path.join(workdir, "metrics.jsonl")
+    path = os.path.join(workdir, METRICS_FILE)
     if not os.path.exists(path):
-        raise ReportError(f"{path} does not exist: is {workdir} the workdir of an azr_jax run?")
+        raise FileNotFoundError(f"{path} does not exist: is {workdir} the workdir of an azr_jax run?")
     return read_jsonl(path)
 
 
@@ -113,11 +113,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         records = read_metrics(args.workdir)
-    except ReportError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"curves: {e}", file=sys.stderr)
         return 2
     if not any(r["step"] > 0 for r in records):
-        print(f"curves: {args.workdir}/metrics.jsonl has no training step yet", file=sys.stderr)
+        print(f"curves: {os.path.join(args.workdir, METRICS_FILE)} has no training step yet", file=sys.stderr)
         return 2
     plot(records, args.output, args.window, args.title or os.path.basename(os.path.normpath(args.workdir)))
     print(f"wrote {args.output}")

@@ -18,6 +18,7 @@ import re
 import sys
 
 from azr_jax.evaluation import benchmarks as B
+from azr_jax.records import EXPORTS_DIR
 
 _STEP = re.compile(r"step_(\d+)")
 
@@ -27,7 +28,7 @@ def resolve_checkpoint(path: str) -> tuple[str, int | None]:
     if os.path.isfile(os.path.join(path, "config.json")):
         m = _STEP.fullmatch(os.path.basename(os.path.normpath(path)))
         return path, int(m.group(1)) if m else None
-    exports = os.path.join(path, "hf")
+    exports = os.path.join(path, EXPORTS_DIR)
     steps = []
     if os.path.isdir(exports):
         for name in os.listdir(exports):
@@ -36,7 +37,8 @@ def resolve_checkpoint(path: str) -> tuple[str, int | None]:
                 steps.append(int(m.group(1)))
     if not steps:
         raise FileNotFoundError(
-            f"{path}: neither a Hugging Face directory (config.json) nor a " "workdir with exports under hf/step_N"
+            f"{path}: neither a Hugging Face directory (config.json) nor a workdir with exports under "
+            f"{EXPORTS_DIR}/step_N"
         )
     step = max(steps)
     return os.path.join(exports, f"step_{step}"), step

@@ -36,7 +36,8 @@ import time
 import jax
 from tensorboardX import SummaryWriter, record_writer
 
-from azr_jax import proposal_log, storage
+from azr_jax import storage
+from azr_jax.records import METRICS_FILE, PREVIOUS_RUNS_DIR, PROPOSALS_FILE, SAMPLES_FILE, TENSORBOARD_DIR
 
 # (metric, label) shown in the progress line when present, in this order; names as selfplay.py writes them.
 PROGRESS_KEYS = (
@@ -70,13 +71,13 @@ class MetricsWriter:
         self.workdir = os.fspath(workdir)
         self.total_steps = total_steps
         self._active = jax.process_index() == 0
-        self._tensorboard_dir = storage.join(self.workdir, "tensorboard") if enable_tensorboard else None
+        self._tensorboard_dir = storage.join(self.workdir, TENSORBOARD_DIR) if enable_tensorboard else None
         self._tb = None  # opened on the first write, so that `truncate_after` can pass purge_step
         self._purge_step = None
         self._step_times = collections.deque(maxlen=STEP_TIME_WINDOW)
-        self._scalars = _JsonlFile(storage.join(self.workdir, "metrics.jsonl"), remote_flush_secs)
-        self._samples = _JsonlFile(storage.join(self.workdir, "samples.jsonl"), remote_flush_secs)
-        self._proposals = _JsonlFile(storage.join(self.workdir, proposal_log.FILE), remote_flush_secs)
+        self._scalars = _JsonlFile(storage.join(self.workdir, METRICS_FILE), remote_flush_secs)
+        self._samples = _JsonlFile(storage.join(self.workdir, SAMPLES_FILE), remote_flush_secs)
+        self._proposals = _JsonlFile(storage.join(self.workdir, PROPOSALS_FILE), remote_flush_secs)
         self._files = (self._scalars, self._samples, self._proposals)
         self._proposals_max_bytes = int(proposals_max_mb * 2**20)
         self._log = log
@@ -107,7 +108,7 @@ class MetricsWriter:
         self._purge_step = 0
         if not old:
             return None
-        archive = storage.join(self.workdir, "previous_runs", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        archive = storage.join(self.workdir, PREVIOUS_RUNS_DIR, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
         storage.makedirs(archive)
         for f in old:
             with open(f.local, "rb") as src, storage.open(storage.join(archive, os.path.basename(f.path)), "wb") as dst:
@@ -317,27 +318,6 @@ def group_table(first: dict | None, last: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join([lines[0], "-" * len(lines[0])] + lines[1:])
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """The `{"step": s, ...}` records of one of the run's JSONL files. A last line cut short by a crash is
-    skipped; any other malformed line is a ValueError naming the file and line."""
-    with storage.open(path, "r") as f:
-        lines = f.read().split("\n")
-    out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i >= len(lines) - 1:
-                continue
-            raise ValueError(f"{path}:{i}: not a JSON object ({e})") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
-            raise ValueError(f"{path}:{i}: not a record with an integer step")
-        out.append(rec)
-    return out
 
 
 def _drop_records_after(path: str, step: int) -> None:

@@ -300,7 +300,7 @@ def answer_stop(template: str = "azr", tokenizer=None):
     written outside the thinking, so tags quoted inside `<think> ... </think>` do not end it. Thinking is
     open from the response's start when the rendered prompt leaves a `<think>` open (the `azr` template
     ends in `Assistant: <think>`); under `chat` it is open only once the response writes one."""
-    from azr_jax.sampling.sampler import StopString
+    from azr_jax.sampling.core import StopString  # lazily: the sampling package loads jax and the model
 
     rendered = render("", template, tokenizer)
     opened = rendered.rfind("<think>") > rendered.rfind("</think>")

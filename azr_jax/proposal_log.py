@@ -14,9 +14,8 @@ import math
 from typing import Sequence
 
 from azr_jax import parsing, storage
+from azr_jax.records import PROPOSALS_FILE, read_jsonl
 from azr_jax.tasks import ast_size
-
-FILE = "proposals.jsonl"
 
 
 def _cut(text: str | None, max_chars: int) -> str | None:
@@ -26,7 +25,7 @@ def _cut(text: str | None, max_chars: int) -> str | None:
 
 
 def records(step: int, proposals: Sequence, solver: Sequence, strictness: str, max_chars: int) -> list[dict]:
-    """One record per proposer rollout of step `step` (selfplay.Rollout objects, after rewards)."""
+    """One record per proposer rollout of step `step` (`rollouts.Rollout`s, after rewards)."""
     out = []
     for r in proposals:
         rec = {
@@ -64,11 +63,9 @@ def records(step: int, proposals: Sequence, solver: Sequence, strictness: str, m
 def read(workdir: str) -> list[dict]:
     """The records of a run, in order; a line cut short by a crash is skipped, anything else malformed is
     an error naming the file and line."""
-    path = storage.join(workdir, FILE)
+    path = storage.join(workdir, PROPOSALS_FILE)
     if not storage.exists(path):
         raise FileNotFoundError(f"{path} does not exist: is {workdir} the workdir of an azr_jax run?")
-    from azr_jax.metrics import read_jsonl
-
     records = read_jsonl(path)
     for i, rec in enumerate(records, 1):
         if not {"step", "task_type", "valid"} <= rec.keys():

@@ -34,11 +34,10 @@ import zlib
 
 import numpy as np
 
-from azr_jax import metrics as metrics_io
 from azr_jax import proposal_log, storage
+from azr_jax.records import CONFIG_FILE, METRICS_FILE, PROPOSALS_FILE, REPORT_FILE, TENSORBOARD_DIR, read_jsonl
 from azr_jax.tasks import ROLES, TASK_TYPES, Role, group_id, group_name
 
-METRICS_FILE = "metrics.jsonl"
 EMBED_DIMS = 4096  # hashed feature space of the program embedding
 PROJECTOR_DIMS = 50  # principal components written to TensorBoard's projector (the map uses the first two)
 PAGE_MAX_CHARS = 2000  # each text on the page is cut to this
@@ -61,14 +60,6 @@ class Run:
 # ---------------------------------------------------------------------------------------------- load
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """`metrics.read_jsonl`, its errors as ReportError."""
-    try:
-        return metrics_io.read_jsonl(path)
-    except ValueError as e:
-        raise ReportError(str(e)) from None
-
-
 def load(workdir: str) -> Run:
     """The run's metrics, proposals and config; a ReportError if `workdir` is not a run's workdir."""
     if not storage.exists(workdir):
@@ -77,22 +68,22 @@ def load(workdir: str) -> Run:
         raise ReportError(f"workdir {workdir} is not a directory")
     metrics_path = storage.join(workdir, METRICS_FILE)
     has_metrics = storage.exists(metrics_path)
-    has_proposals = storage.exists(storage.join(workdir, proposal_log.FILE))
+    has_proposals = storage.exists(storage.join(workdir, PROPOSALS_FILE))
     if not has_metrics and not has_proposals:
         raise ReportError(
-            f"{workdir} holds neither {METRICS_FILE} nor {proposal_log.FILE}: not an azr_jax run's workdir"
+            f"{workdir} holds neither {METRICS_FILE} nor {PROPOSALS_FILE}: not an azr_jax run's workdir"
         )
-    metrics = read_jsonl(metrics_path) if has_metrics else []
     try:
+        metrics = read_jsonl(metrics_path) if has_metrics else []
         proposals = proposal_log.read(workdir) if has_proposals else None
     except ValueError as e:
         raise ReportError(str(e)) from None
     types = {t.value for t in TASK_TYPES}
     for i, r in enumerate(proposals or [], 1):
         if r["task_type"] not in types or not isinstance(r["step"], int):
-            raise ReportError(f"{proposal_log.FILE} record {i}: step {r['step']!r}, task type {r['task_type']!r}")
+            raise ReportError(f"{PROPOSALS_FILE} record {i}: step {r['step']!r}, task type {r['task_type']!r}")
     config = {}
-    config_path = storage.join(workdir, "config.json")
+    config_path = storage.join(workdir, CONFIG_FILE)
     if storage.exists(config_path):
         try:
             config = json.loads(storage.read_text(config_path))
@@ -454,7 +445,7 @@ def page_data(run: Run, valid: list[dict], x: SparseRows | None, xy: np.ndarray 
     data = {"header": header(run, len(valid)), "curves": curves(run.metrics), "notices": []}
     if run.proposals is None:
         data["notices"].append(
-            f"{proposal_log.FILE} is missing (the run predates the proposal log): no map, tables or trends."
+            f"{PROPOSALS_FILE} is missing (the run predates the proposal log): no map, tables or trends."
         )
     if run.proposals is not None:
         data["reasons"] = reasons(run.proposals, text)
@@ -530,7 +521,7 @@ def build(workdir: str, output: str | None = None, tensorboard: bool = True, log
     `tensorboard`, the projector embedding. Returns what it did: output, proposals, valid, bytes, seconds."""
     start = time.perf_counter()
     workdir = os.fspath(workdir)
-    output = os.fspath(output) if output else storage.join(workdir, "report.html")
+    output = os.fspath(output) if output else storage.join(workdir, REPORT_FILE)
     if not output.endswith((".html", ".htm")):
         raise ReportError(f"--output {output} must end in .html, so that no file of the run is overwritten")
     run = load(workdir)
@@ -539,7 +530,7 @@ def build(workdir: str, output: str | None = None, tensorboard: bool = True, log
     scores = pca(x, PROJECTOR_DIMS) if valid else None
     if run.proposals is None:
         print(
-            f"report: {workdir} has no {proposal_log.FILE} (the run predates it): curves only, no map", file=sys.stderr
+            f"report: {workdir} has no {PROPOSALS_FILE} (the run predates it): curves only, no map", file=sys.stderr
         )
     elif not valid:
         print(f"report: none of the {len(run.proposals)} proposals is valid: no map", file=sys.stderr)
@@ -547,7 +538,9 @@ def build(workdir: str, output: str | None = None, tensorboard: bool = True, log
     storage.write_text(output, html)
     projector = None
     if tensorboard and valid:
-        projector = write_projector(storage.join(workdir, "tensorboard"), scores, valid, max(r["step"] for r in valid))
+        projector = write_projector(
+            storage.join(workdir, TENSORBOARD_DIR), scores, valid, max(r["step"] for r in valid)
+        )
     summary = {
         "output": output,
         "proposals": None if run.proposals is None else len(run.proposals),
@@ -559,7 +552,7 @@ def build(workdir: str, output: str | None = None, tensorboard: bool = True, log
     log(
         f"wrote {output} ({summary['bytes'] / 2**20:.1f} MiB; {len(valid)} valid of "
         f"{summary['proposals'] or 0} proposals) in {summary['seconds']:.1f}s"
-        + (f"; projector embedding {projector} in {storage.join(workdir, 'tensorboard')}" if projector else "")
+        + (f"; projector embedding {projector} in {storage.join(workdir, TENSORBOARD_DIR)}" if projector else "")
     )
     return summary
 

@@ -1,4 +1,4 @@
-"""Decode attention: the plain attention over the whole cache (`transformer.attention`) against
+"""Decode attention: the plain attention over the whole cache (`attention.xla_attention`) against
 `ragged_decode_attention`, whose work follows the filled part of the cache, in both loop orders (batch-wide to
 the longest row; per row, each to its own length). One decode step (T=1) of one layer.
 
@@ -20,8 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from azr_jax.model.attention import ragged_decode_attention
-from azr_jax.model.transformer import attention
+from azr_jax.model.attention import ragged_decode_attention, xla_attention
 
 
 def median_time(fn, args, repeats):
@@ -56,7 +55,7 @@ def main():
     valid = jnp.ones((b, 1), bool)
     pads = r.integers(0, 16, b)
 
-    plain = jax.jit(attention)
+    plain = jax.jit(xla_attention)
     batched = jax.jit(lambda *a: ragged_decode_attention(*a, block_size=args.block_size, per_row=False))
     rows = jax.jit(lambda *a: ragged_decode_attention(*a, block_size=args.block_size, per_row=True))
     print(

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from azr_jax.evaluation.benchmarks import read_jsonl, source_path  # noqa: E402
 from azr_jax.formats import load_tokenizer  # noqa: E402
 from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
-from azr_jax.sampling.sampler import StopString, TokenBytes, cut_at_stop  # noqa: E402
+from azr_jax.sampling.core import StopString, TokenBytes, cut_at_stop  # noqa: E402
 
 
 def old_apply_stop_strings(tokenizer, ids, stop_strings):

@@ -1,5 +1,6 @@
-"""Blockwise (flash) attention against the plain attention of transformer.py: outputs and gradients, GQA, left
-padding, ragged blocks, a sharded mesh, and a structural check that no [T, T] array is ever built."""
+"""Blockwise (flash) attention against the plain attention (`xla_attention`): outputs and gradients, GQA, left
+padding, ragged blocks, a sharded mesh, and a structural check that no [T, T] array is ever built; the dispatch
+and the plain attention itself against a float64 numpy reference."""
 
 import re
 
@@ -16,8 +17,8 @@ from azr_jax.model.attention import (
     cudnn_attention,
     resolve_attention,
     splash_attention,
+    xla_attention,
 )
-from azr_jax.model.transformer import attention
 
 
 def _inputs(b, t, h, k, d, pads, seed=0, dtype=jnp.float32):
@@ -55,7 +56,7 @@ def _value_and_grads(fn, q, k, v, valid, cot):
 
 def _check_parity(fn, b, t, h, k, d, pads, tol=1e-5, seed=0, dtype=jnp.float32):
     q, kk, v, valid, cot = _inputs(b, t, h, k, d, pads, seed, dtype)
-    want, g_want = _value_and_grads(attention, q, kk, v, valid, cot)
+    want, g_want = _value_and_grads(xla_attention, q, kk, v, valid, cot)
     got, g_got = _value_and_grads(fn, q, kk, v, valid, cot)
     assert got.shape == want.shape and got.dtype == want.dtype
     assert np.isfinite(np.asarray(got)).all()
@@ -136,12 +137,27 @@ def test_no_t_by_t_array_in_forward_and_backward():
         return jax.grad(_loss(fn, valid, cot), argnums=(0, 1, 2))
 
     blockwise = grad_of(lambda q, k, v, valid: blockwise_attention(q, k, v, valid, block_q=128, block_k=128))
-    assert _square_shapes(str(jax.make_jaxpr(grad_of(attention))(q, k, v)), t)  # the check does see them
+    assert _square_shapes(str(jax.make_jaxpr(grad_of(xla_attention))(q, k, v)), t)  # the check does see them
     assert not _square_shapes(str(jax.make_jaxpr(blockwise)(q, k, v)), t)
     assert not _square_shapes(jax.jit(blockwise).lower(q, k, v).compile().as_text(), t)
 
 
-def test_dispatch():
+def _numpy_attention(q, k, v, valid):
+    """Causal GQA softmax attention over the valid keys, written out in float64 numpy: a reference that shares
+    no code with the implementations. Queries with no visible key get 0 (callers compare real rows only)."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    b, t, h, d = q.shape
+    k, v = (np.repeat(x, h // x.shape[2], axis=2) for x in (k, v))  # query head i reads kv head i // G
+    scores = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(d)
+    visible = np.tril(np.ones((t, t), bool))[None, None] & np.asarray(valid)[:, None, None, :]
+    scores = np.where(visible, scores, -np.inf)
+    top = scores.max(-1, keepdims=True)
+    p = np.exp(scores - np.where(np.isfinite(top), top, 0.0))
+    total = p.sum(-1, keepdims=True)
+    return np.einsum("bhts,bshd->bthd", p / np.where(total > 0, total, 1.0), v)
+
+
+def test_dispatch_matches_a_numpy_reference():
     assert resolve_attention("auto", "tpu") == "splash"
     assert resolve_attention("auto", "gpu") == "cudnn"
     assert resolve_attention("auto", "cpu") == "blockwise"
@@ -149,12 +165,24 @@ def test_dispatch():
     with pytest.raises(ValueError):
         resolve_attention("flash", "cpu")
     q, k, v, valid, _ = _inputs(2, 24, 4, 2, 16, [0, 7])
-    want = attention(q, k, v, valid)
-    assert np.array_equal(np.asarray(attend(q, k, v, valid, "xla")), np.asarray(want))
-    impls = ("blockwise", "auto", "cudnn")  # cudnn falls back to blockwise on CPU; splash: the interpreter test
-    outs = jax.jit(lambda *a: [attend(*a, impl) for impl in impls] + [cudnn_attention(*a)])(q, k, v, valid)
-    for impl, out in zip(impls + ("cudnn_attention",), outs):
-        assert _rel(want, out, valid) < 1e-5, impl
+    want = _numpy_attention(q, k, v, valid)
+    impls = ("xla", "blockwise", "auto")  # cudnn and splash: their own tests below
+    outs = jax.jit(lambda *a: [attend(*a, impl) for impl in impls])(q, k, v, valid)
+    for impl, out in zip(impls, outs):
+        assert _rel(want, out, valid) < 1e-5, f"{impl} ({resolve_attention(impl)})"
+
+
+def test_cudnn_falls_back_to_blockwise_where_its_kernel_cannot_run():
+    """Off GPU, and on GPU for float32 (the kernel takes bfloat16/float16 only), cudnn_attention is blockwise."""
+    q, k, v, valid, _ = _inputs(2, 24, 4, 2, 16, [0, 7])
+    np.testing.assert_array_equal(
+        np.asarray(cudnn_attention(q, k, v, valid)), np.asarray(blockwise_attention(q, k, v, valid))
+    )
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="the cuDNN kernel runs on GPU only (elsewhere: blockwise)")
+def test_cudnn_kernel_matches_plain_attention():
+    _check_parity(cudnn_attention, 2, 48, 4, 2, 32, [0, 9], tol=3e-2, dtype=jnp.bfloat16)
 
 
 def test_splash_in_pallas_interpreter():

@@ -1,5 +1,5 @@
-"""Decode attention over the filled part of the cache (`ragged_decode_attention`) against the plain attention of
-transformer.py over the whole cache: T=1 and T=3, GQA and MQA, per-row valid prefixes, left padding, ragged
+"""Decode attention over the filled part of the cache (`ragged_decode_attention`) against the plain attention
+(`xla_attention`) over the whole cache: T=1 and T=3, GQA and MQA, per-row valid prefixes, left padding, ragged
 blocks, bfloat16, and checks that cache slots at or beyond `filled` are never read and that the trip count of its
 loop follows `filled`."""
 
@@ -10,8 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from azr_jax.model.attention import ragged_decode_attention
-from azr_jax.model.transformer import attention
+from azr_jax.model.attention import ragged_decode_attention, xla_attention
 
 
 def _inputs(t, h, kv, s, starts, ends, new_valid=None, d=16, seed=0, dtype=jnp.float32):
@@ -31,7 +30,7 @@ def _ragged(block_size, per_row=None):
 
 
 def _reference(q, k, v, valid, ck, cv, cvalid):
-    return jax.jit(attention)(q, k, v, valid, ck, cv, cvalid)
+    return jax.jit(xla_attention)(q, k, v, valid, ck, cv, cvalid)
 
 
 def _seen(valid, cache_valid):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from azr_jax import proposal_log, report
+from azr_jax.records import METRICS_FILE, PROPOSALS_FILE, read_jsonl
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -89,7 +90,7 @@ def write_run(workdir, n=300, seed=0) -> list[dict]:
             )
         records.append(rec)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, proposal_log.FILE), "w") as f:
+    with open(os.path.join(workdir, PROPOSALS_FILE), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     metrics = [{"step": 0, "validation/cruxeval_o": 0.2, "validation/cruxeval_i": 0.1}]
     for step in range(1, 11):
@@ -105,7 +106,7 @@ def write_run(workdir, n=300, seed=0) -> list[dict]:
         if step == 4:
             m["induction/solve/count"] = 0.0  # an empty group logs zeros: a gap too
         metrics.append(m)
-    with open(os.path.join(workdir, report.METRICS_FILE), "w") as f:
+    with open(os.path.join(workdir, METRICS_FILE), "w") as f:
         f.writelines(json.dumps(m) + "\n" for m in metrics)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump({"model": {"checkpoint": "/models/qwen"}, "template": "azr", "answer_format": "think_answer"}, f)
@@ -299,7 +300,7 @@ def test_the_data_cannot_break_out_of_its_script_element(synthetic):
 
 def test_curves_leave_gaps_and_the_page_is_deterministic(synthetic, tmp_path):
     workdir, records, summary = synthetic
-    charts = report.curves(report.read_jsonl(os.path.join(workdir, "metrics.jsonl")))
+    charts = report.curves(read_jsonl(os.path.join(workdir, METRICS_FILE)))
     steps, reward = charts["steps"], {s["name"]: s["values"] for s in charts["charts"][0]["series"]}
     assert steps == list(range(11)) and reward["deduction/propose"][0] is None  # step 0: validation only
     assert reward["deduction/propose"][3] is None and reward["induction/solve"][4] is None
@@ -417,7 +418,7 @@ def test_cli_rejects_what_is_not_a_run(tmp_path):
 def test_cli_names_a_corrupt_line_and_skips_a_cut_last_one(tmp_path):
     run = tmp_path / "run"
     write_run(str(run), n=20)
-    path = run / proposal_log.FILE
+    path = run / PROPOSALS_FILE
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines) + lines[0][:30])  # a crash mid-write: skipped
     r = run_cli("--workdir", str(run), "--no-tensorboard")
@@ -427,7 +428,7 @@ def test_cli_names_a_corrupt_line_and_skips_a_cut_last_one(tmp_path):
     r = run_cli("--workdir", str(run))
     assert r.returncode == 2 and f"{path}:6: not a JSON object" in r.stderr and "Traceback" not in r.stderr
     path.write_text("".join(lines))
-    metrics = run / report.METRICS_FILE
+    metrics = run / METRICS_FILE
     metrics.write_text('{"step": 1}\n[1, 2]\n{"step": 2}\n')
     r = run_cli("--workdir", str(run))
     assert r.returncode == 2 and f"{metrics}:2: not a record" in r.stderr
@@ -436,7 +437,7 @@ def test_cli_names_a_corrupt_line_and_skips_a_cut_last_one(tmp_path):
 def test_a_run_without_proposals_gets_curves_and_says_there_is_no_map(tmp_path, browser):
     run = tmp_path / "run"
     write_run(str(run), n=20)
-    os.remove(run / proposal_log.FILE)
+    os.remove(run / PROPOSALS_FILE)
     r = run_cli("--workdir", str(run))
     assert r.returncode == 0 and "no map" in r.stderr
     page = Page(browser, str(run / "report.html"))
@@ -448,7 +449,7 @@ def test_a_run_without_proposals_gets_curves_and_says_there_is_no_map(tmp_path, 
 def test_zero_valid_proposals_say_so(tmp_path, browser):
     run = tmp_path / "run"
     records = [r for r in write_run(str(run), n=40) if not r["valid"]]
-    with open(run / proposal_log.FILE, "w") as f:
+    with open(run / PROPOSALS_FILE, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     summary = report.build(str(run), log=lambda s: None)
     assert summary["valid"] == 0 and summary["projector"] is None

@@ -15,7 +15,7 @@ from azr_jax.formats import load_hf_checkpoint
 from azr_jax.model import make_mesh, positions_from_mask
 from azr_jax.sampling import Sampler, SamplingParams, filter_logits, sample_logits
 from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
-from azr_jax.sampling.sampler import StopString, TokenBytes, cut_at_stop
+from azr_jax.sampling.core import StopString, TokenBytes, cut_at_stop
 
 
 class ByteTokenizer:

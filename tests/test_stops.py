@@ -12,7 +12,7 @@ import pytest
 
 from azr_jax import prompts
 from azr_jax.formats.gguf_tokenizer import bytes_to_unicode
-from azr_jax.sampling.sampler import StopString, TokenBytes, cut_at_stop
+from azr_jax.sampling.core import StopString, TokenBytes, cut_at_stop
 from azr_jax.sampling.stops import StopAutomaton, advance, initial_state, stop_dfa
 
 ANSWER = dict(after=("<answer>",), skip=("<think>", "</think>"))

@@ -1,9 +1,10 @@
-"""Causal self-attention of a left-padded batch without a KV cache: blockwise (flash) in pure JAX, and wrappers
-around the cuDNN (GPU) and splash (TPU Pallas) kernels.
+"""Causal self-attention of a left-padded batch: the plain XLA reference (`xla_attention`, with or without a KV
+cache); without a cache, blockwise (flash) attention in pure JAX and wrappers around the cuDNN (GPU) and splash
+(TPU Pallas) kernels; and decode attention over the filled part of a KV cache (`ragged_decode_attention`).
 
-All functions take q: [B,T,H,D], k, v: [B,T,K,D] (grouped-query: H = K*G, query head h reads kv head h // G),
+Without a cache, all take q: [B,T,H,D], k, v: [B,T,K,D] (grouped-query: H = K*G, query head h reads kv head h // G),
 valid: [B,T] bool (False on padding tokens), and return [B,T,H,D] in v's dtype. Key j is visible to query i iff
-j <= i and valid[b, j]: the semantics of `transformer.attention` called without a cache. A query with no visible
+j <= i and valid[b, j]: the semantics of `xla_attention` called without a cache. A query with no visible
 key (a padding token before a row's first real token) gets a finite output whose value is unspecified; outputs
 at padding queries are never read.
 
@@ -23,6 +24,38 @@ _MASK_VALUE = float(np.finfo(np.float32).min)
 
 IMPLEMENTATIONS = ("xla", "blockwise", "cudnn", "splash", "auto")
 _AUTO = {"tpu": "splash", "gpu": "cudnn", "cuda": "cudnn", "cpu": "blockwise"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plain attention (the reference)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def xla_attention(q, k, v, valid, cache_k=None, cache_v=None, cache_valid=None):
+    """Grouped-query attention of new tokens over the cache and over themselves (causally), in plain XLA ops:
+    the reference the other implementations are checked against ("xla" in `attend`; it builds the [T, T]
+    float32 score matrix, so only small models and tests use it for training).
+
+    q: [B,T,H,D]; k, v: [B,T,K,D] the new tokens; valid: [B,T]. The cache (k, v: [B,K,S,D], valid
+    [B,S]) holds earlier tokens only, so every valid cache slot is visible to every query. The two
+    score blocks share one softmax, which avoids writing the new keys into the cache before attending.
+    """
+    b, t, h, d = q.shape
+    n_kv = k.shape[2]
+    q = q.reshape(b, t, n_kv, h // n_kv, d) / np.sqrt(d).astype(q.dtype)
+    causal = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]  # [B,T,T]
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.where(causal[:, None, None], scores, _MASK_VALUE)
+    if cache_k is not None:
+        past = jnp.einsum("btkgd,bksd->bkgts", q, cache_k.astype(q.dtype), preferred_element_type=jnp.float32)
+        past = jnp.where(cache_valid[:, None, None, None, :], past, _MASK_VALUE)
+        scores = jnp.concatenate([past, scores], axis=-1)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    s = 0 if cache_k is None else cache_k.shape[2]
+    out = jnp.einsum("bkgts,bskd->btkgd", probs[..., s:], v)
+    if cache_k is not None:
+        out = out + jnp.einsum("bkgts,bksd->btkgd", probs[..., :s], cache_v.astype(v.dtype))
+    return out.reshape(b, t, h, d)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +199,7 @@ def _to_blocks(x, block):
 def blockwise_attention(q, k, v, valid, *, block_q: int = 512, block_k: int = 512):
     """Causal GQA attention over the valid keys in query x key blocks (flash attention), with a custom VJP.
 
-    Same semantics and numerics as `transformer.attention(q, k, v, valid)` (no cache): q is scaled by 1/sqrt(D)
+    Same semantics and numerics as `xla_attention(q, k, v, valid)` (no cache): q is scaled by 1/sqrt(D)
     in its own dtype, scores and the softmax statistics are float32, probabilities are cast to v's dtype before
     the PV product. Memory is O(B*T*H*D) plus one [B, H, block_q, block_k] float32 score block; key blocks
     entirely above the causal diagonal are skipped. Block sizes are clipped to T; T need not divide them.
@@ -290,7 +323,7 @@ def ragged_decode_attention(
 ):
     """Attention of a few new tokens over the filled part of the cache and, causally, over themselves.
 
-    Same inputs and result as `transformer.attention(q, k, v, valid, cache_k, cache_v, cache_valid)`:
+    Same inputs and result as `xla_attention(q, k, v, valid, cache_k, cache_v, cache_valid)`:
     q: [B,T,H,D] (T small: 1 when decoding), k, v: [B,T,K,D] the new tokens, valid: [B,T], cache_k, cache_v:
     [B,K,S,D] (or the stacked [layers,B,K,S,D] with `layer` the index to read), cache_valid: [B,S] (H a multiple
     of K). `filled`: int32, possibly traced, a scalar for every row or [B] one per row: the number of leading
@@ -309,7 +342,7 @@ def ragged_decode_attention(
       better order on CPU (2x faster for 8 rows of mixed length up to 1024 slots, `benchmarks/decode_attention.py`).
     - None (default): per-row on CPU, batch-wide elsewhere.
 
-    Numerics as `transformer.attention`: q is scaled by 1/sqrt(D) in its own dtype, the cache is cast to q's
+    Numerics as `xla_attention`: q is scaled by 1/sqrt(D) in its own dtype, the cache is cast to q's
     (keys) and v's (values) dtype, scores and softmax statistics are float32, probabilities are cast to v's dtype
     before the PV product (accumulated in float32); the result is in v's dtype. A query with no visible key
     (padding: the plain version averages over every masked key there) gets output 0. Decode only: the loop
@@ -396,13 +429,13 @@ def resolve_attention(impl: str, backend: str | None = None) -> str:
 def attend(q, k, v, valid, impl: str = "auto"):
     """Causal self-attention without a cache by the named implementation (see the module docstring)."""
     impl = resolve_attention(impl)
-    if impl == "xla":
-        from azr_jax.model.transformer import attention  # lazily: transformer.py may import this module
-
-        return attention(q, k, v, valid)
-    return {"blockwise": blockwise_attention, "cudnn": cudnn_attention, "splash": splash_attention}[impl](
-        q, k, v, valid
-    )
+    fn = {
+        "xla": xla_attention,
+        "blockwise": blockwise_attention,
+        "cudnn": cudnn_attention,
+        "splash": splash_attention,
+    }[impl]
+    return fn(q, k, v, valid)
 
 
 __all__ = [
@@ -413,4 +446,5 @@ __all__ = [
     "ragged_decode_attention",
     "resolve_attention",
     "splash_attention",
+    "xla_attention",
 ]

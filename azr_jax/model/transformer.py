@@ -25,8 +25,6 @@ from azr_jax.model.attention import attend, ragged_decode_attention
 from azr_jax.model.config import ModelConfig
 from azr_jax.model.sharding import logical_to_spec
 
-_MASK_VALUE = float(np.finfo(np.float32).min)
-
 
 class KVCache(NamedTuple):
     k: jax.Array  # [layers, batch, kv_heads, slots, head_dim]: (batch, head) leading, as attention reads it
@@ -88,31 +86,6 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     xf = x.astype(jnp.float32)
     y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
     return scale.astype(x.dtype) * y.astype(x.dtype)
-
-
-def attention(q, k, v, valid, cache_k=None, cache_v=None, cache_valid=None):
-    """Grouped-query attention of new tokens over the cache and over themselves (causally).
-
-    q: [B,T,H,D]; k, v: [B,T,K,D] the new tokens; valid: [B,T]. The cache (k, v: [B,K,S,D], valid
-    [B,S]) holds earlier tokens only, so every valid cache slot is visible to every query. The two
-    score blocks share one softmax, which avoids writing the new keys into the cache before attending.
-    """
-    b, t, h, d = q.shape
-    n_kv = k.shape[2]
-    q = q.reshape(b, t, n_kv, h // n_kv, d) / np.sqrt(d).astype(q.dtype)
-    causal = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]  # [B,T,T]
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = jnp.where(causal[:, None, None], scores, _MASK_VALUE)
-    if cache_k is not None:
-        past = jnp.einsum("btkgd,bksd->bkgts", q, cache_k.astype(q.dtype), preferred_element_type=jnp.float32)
-        past = jnp.where(cache_valid[:, None, None, None, :], past, _MASK_VALUE)
-        scores = jnp.concatenate([past, scores], axis=-1)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    s = 0 if cache_k is None else cache_k.shape[2]
-    out = jnp.einsum("bkgts,bskd->btkgd", probs[..., s:], v)
-    if cache_k is not None:
-        out = out + jnp.einsum("bkgts,bksd->btkgd", probs[..., :s], cache_v.astype(v.dtype))
-    return out.reshape(b, t, h, d)
 
 
 def _remat(fn, policy: str):

@@ -32,6 +32,7 @@ from azr_jax import distributed
 from azr_jax.model import KVCache, Transformer, batch_split, positions_from_mask
 from azr_jax.model.transformer import constrain
 from azr_jax.sampling import stops
+from azr_jax.sampling.core import Samples, sample_logits
 from azr_jax.shapes import bucket
 
 
@@ -65,8 +66,6 @@ def _constrain(slots: _Slots) -> _Slots:
 
 def _pick(key, rows, steps, logits, st):
     """One token per row, drawn with the row's own key for this position; log p under softmax(logits / T)."""
-    from azr_jax.sampling.sampler import sample_logits
-
     if st.temperature == 0.0:
         tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     else:
@@ -205,7 +204,7 @@ def requests(prompts: Sequence[Sequence[int]], limits: Sequence[int], n: int, sl
     return [_Request(first[key], r[j : j + slots], key[1]) for key, r in rows.items() for j in range(0, len(r), slots)]
 
 
-def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Sequence[int]) -> "Samples":
+def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Sequence[int]) -> Samples:
     """`Sampler.generate` with continuous batching: every prompt's n samples, in request order."""
     st, n = sampler.static(params), params.n
     total = len(prompts) * n

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from azr_jax import distributed
-from azr_jax.sampling.sampler import StopString, TokenBytes
+from azr_jax.sampling.core import StopString, TokenBytes
 
 
 class StopTables(NamedTuple):
