@@ -21,6 +21,7 @@ from azr_jax.executor import ExecutorPool
 from azr_jax.formats import export_hf, load_hf_checkpoint, load_tokenizer
 from azr_jax.metrics import MetricsWriter, group_table
 from azr_jax.model import init_model, make_mesh, preset
+from azr_jax.records import CHECKPOINTS_DIR, CONFIG_FILE, EXPORTS_DIR, TENSORBOARD_DIR
 from azr_jax.rollouts import Context
 from azr_jax.sampling import Sampler
 from azr_jax.selfplay import train_step
@@ -126,14 +127,14 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
     check_validation_files(config)
     if distributed.is_primary():
         storage.makedirs(workdir)
-        storage.write_text(storage.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+        storage.write_text(storage.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
     mesh, model, tokenizer, sampler = build(config)
     log(
         f"model: {config.model.checkpoint or config.model.preset}, {model.cfg.num_params / 1e6:.0f}M parameters, "
         f"mesh {dict(mesh.shape)}" + (f", {jax.process_count()} processes" if jax.process_count() > 1 else "")
     )
     checkpointer = Checkpointer(
-        storage.join(workdir, "checkpoints"),
+        storage.join(workdir, CHECKPOINTS_DIR),
         keep=config.keep_checkpoints,
         save_interval_steps=config.checkpoint_every_steps or 1,
     )
@@ -164,7 +165,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
                     break
             else:
                 if config.export_hf_at_end:
-                    out = storage.join(workdir, "hf", f"step_{config.total_steps}")
+                    out = storage.join(workdir, EXPORTS_DIR, f"step_{config.total_steps}")
                     export_hf(model, tokenizer, out)  # every process gathers, process 0 writes
                     log(f"exported {out}")
         finally:
@@ -175,7 +176,7 @@ def train(config, workdir: str, log=print) -> dict[str, float]:
         log(f"\nper group, step {done} (the only step of this run):\n" + group_table(None, metrics))
     elif first is not None:
         log("\nper group, first step -> last step of this run:\n" + group_table(first, metrics))
-    log(f"TensorBoard: tensorboard --logdir {storage.join(workdir, 'tensorboard')}")
+    log(f"TensorBoard: tensorboard --logdir {storage.join(workdir, TENSORBOARD_DIR)}")
     log(f"every proposal, the curves and the map of programs: python -m azr_jax.report --workdir {workdir}")
     return metrics
 

@@ -3,6 +3,7 @@
 import gc
 import logging
 import os
+import shutil
 import signal
 
 import jax
@@ -13,8 +14,13 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from azr_jax import learner
+from azr_jax.buffers import TaskBuffers
 from azr_jax.checkpointing import CheckpointRestoreError, Checkpointer
 from azr_jax.model import init_model, make_mesh, preset
+from azr_jax.rollouts import Rollout
+from azr_jax.tasks import Role, TaskType
+from experiments.tiny import get_config
 
 
 def abstract(state):
@@ -172,3 +178,35 @@ def test_relative_directory_is_made_absolute(tmp_path, monkeypatch):
     ckpt.close()
     assert step == 1 and extra == {"note": "x"} and (tmp_path / "relative" / "checkpoints" / "1").is_dir()
     np.testing.assert_array_equal(restored["w"], state["w"])
+
+
+def test_a_checkpoint_written_before_the_step_became_functions_restores(tmp_path):
+    """tests/data/checkpoint_909fe96 was written by `SelfPlay.state()` at commit 909fe96 (the script beside it:
+    tiny-qwen2, one update on two rollouts, one task added to the buffers). Today's learner restores it into
+    its own state, and it equals the same update computed by today's code."""
+    directory = tmp_path / "checkpoints"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "data", "checkpoint_909fe96"), directory)
+    config = get_config()
+    mesh = make_mesh(dict(config.mesh))
+    with jax.set_mesh(mesh):
+        learn, state = learner.init(config, init_model(preset("tiny-qwen2"), mesh, seed=config.seed))
+        solve = (TaskType.DEDUCTION, Role.SOLVER)
+        trained = [
+            Rollout(*solve, [1, 2, 3], np.array([4, 5]), np.array([-1.0, -2.0]), "", False, reward=1.0),
+            Rollout(*solve, [1, 2], np.array([6]), np.array([-3.0]), "", False, reward=-0.5),
+        ]
+        state, _ = learner.train_on(trained, learn, state)
+        ckpt = Checkpointer(str(directory), save_interval_steps=1)
+        step, tree, extra = ckpt.restore_latest(abstract(state.checkpoint()))
+        ckpt.close()
+    restored = learner.LearnerState(**tree)
+    assert step == 1
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), restored.params, state.params)
+    assert all(jax.tree.leaves(same))
+    moments = jax.tree.leaves(restored.opt_state)
+    assert len(moments) == len(jax.tree.leaves(state.opt_state))
+    assert any(np.abs(np.asarray(m)).sum() > 0 for m in moments)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(moments, jax.tree.leaves(state.opt_state)))
+    assert np.array_equal(jax.random.key_data(restored.key), jax.random.key_data(state.key))
+    buffers = TaskBuffers.from_dict(extra["buffers"])
+    assert buffers.sizes() == {"deduction": 2, "abduction": 1, "induction": 0}
