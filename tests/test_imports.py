@@ -202,3 +202,24 @@ def test_azr_jax_has_no_import_cycles():
     found = tangles(graph)
     report = "\n".join(describe(graph, c, edges) for c in found)
     assert not found, f"import cycles (module:line of the import):\n{report}"
+
+
+STEP_MODULES = ("selfplay", "phases", "seeding", "learner", "rollouts", "step_metrics", "settings")
+
+
+def test_the_step_reads_in_one_sitting():
+    """The step's modules stay small functions over plain data (WORKSPACE.md, "One step"): no function over
+    70 lines, no class over 60, and the self-play module is the step and nothing else (no class but its
+    result and clock)."""
+    too_long = []
+    for name in STEP_MODULES:
+        with open(os.path.join(ROOT, f"{name}.py")) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            limit = {ast.FunctionDef: 70, ast.ClassDef: 60}.get(type(node))
+            if limit and node.end_lineno - node.lineno + 1 > limit:
+                too_long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines (at most {limit})")
+        if name == "selfplay":
+            classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+            assert classes <= {"StepResult", "_Laps"}, classes
+    assert not too_long, "\n".join(too_long)
