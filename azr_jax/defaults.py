@@ -54,6 +54,9 @@ def paper_config() -> ml_collections.ConfigDict:
             # call per device. 0 = no bound.
             "max_rows": 0,
             "kv_cache_gib": 0.0,
+            # Prompt tokens (prompts x their bucket) of one prefill of the continuous engine, which places them in
+            # the free slots: its activations and its copy of their keys and values grow with it. 0 = no bound.
+            "prefill_tokens": 262144,
             # continuous: that many rows decode at once, refilled from the phase's queue as rows finish;
             # static: fixed batches, each decoding until its slowest row is done (the baseline).
             "engine": "continuous",

@@ -34,9 +34,16 @@ _TOPOLOGY = flags.DEFINE_string("topology", None, "cpu:N, or a TPU topology such
 _HEADROOM = flags.DEFINE_float("headroom", 0.9, "fits when every peak is at most this fraction of a chip's memory")
 _HBM_GIB = flags.DEFINE_float("hbm_gib", 0.0, "memory per chip in GiB (default: the chip's HBM; cpu: RAM / N)")
 
+_PROMPT = flags.DEFINE_integer("prompt_tokens", 0, "assumed prompt length for the time (0: max_prompt_tokens)")
+_RESPONSE = flags.DEFINE_float(
+    "response_tokens", 0.0, "assumed mean response length for the time (0: half of max_response_tokens)"
+)
+_STEPS = flags.DEFINE_integer("steps", 0, "steps of the run for chip-hours (0: the config's total_steps)")
+_MEASURED = flags.DEFINE_string(
+    "measured", None, "a run's metrics.jsonl: its phase times beside the estimate, and its response lengths assumed"
+)
+
 GIB = 2**30
-# HBM per chip by the device_kind libtpu reports (abstract devices do not report their memory).
-HBM_GIB = {"TPU v4": 32.0, "TPU v5": 95.74, "TPU v5p": 95.74, "TPU v5 lite": 16.0, "TPU v6 lite": 32.0}
 
 
 class PlanError(ValueError):
@@ -44,8 +51,10 @@ class PlanError(ValueError):
 
 
 def target_devices(topology: str):
-    """(devices, platform, bytes of memory per chip) of a topology name."""
+    """(devices, platform, `roofline.Chip`) of a topology name; a CPU's figures are measured here, per device."""
     import jax
+
+    from azr_jax import roofline
 
     m = re.fullmatch(r"cpu:(\d+)", topology)
     if m:
@@ -56,8 +65,7 @@ def target_devices(topology: str):
                 f"topology {topology} needs {n} host devices, this process has {len(devices)} (run it as "
                 f"`python -m azr_jax.plan`, which sets XLA_FLAGS=--xla_force_host_platform_device_count={n})"
             )
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return devices[:n], "cpu", ram // n
+        return devices[:n], "cpu", roofline.measure_cpu(n)
     if not re.fullmatch(r"v\d+[a-z]*:\d+(x\d+)+", topology):
         raise PlanError(f"unknown topology {topology!r}: expected cpu:N or a TPU slice such as v5p:2x4x4")
     from jax.experimental import topologies
@@ -67,10 +75,11 @@ def target_devices(topology: str):
         devices = topologies.get_topology_desc(topology_name=topology, platform="tpu", **kw).devices
     except Exception as e:  # noqa: BLE001 - libtpu missing, or a name it does not know
         raise PlanError(f"cannot describe TPU topology {topology!r} ({e}); launch/plan.sh installs libtpu") from e
-    kind = devices[0].device_kind
-    if kind not in HBM_GIB:
-        raise PlanError(f"no HBM size known for {kind!r}; pass --hbm_gib")
-    return list(devices), "tpu", int(HBM_GIB[kind] * GIB)
+    try:
+        chip = roofline.chip_of(devices[0].device_kind)
+    except ValueError as e:
+        raise PlanError(f"{e}; pass --hbm_gib for memory") from e
+    return list(devices), "tpu", chip
 
 
 def model_config(config):
@@ -103,13 +112,13 @@ def model_config(config):
 class Row:
     function: str
     shape: str
-    calls: int
     params: int
     opt_state: int
     kv_cache: int
     temporaries: int
     peak: int
     compiled: bool = True  # False: the compiler ran out of memory; temporaries and peak are lower bounds
+    lowered: object = dataclasses.field(default=None, repr=False)  # the lowered program (tests read its name)
 
 
 def _nbytes(tree) -> int:
@@ -138,25 +147,161 @@ def _program_peak(lowered, arguments: int) -> tuple[int, int, bool]:
     return max(getattr(ma, "peak_memory_in_bytes", 0) or 0, own), ma.temp_size_in_bytes, True
 
 
-def plan(config, devices, platform: str, log=print) -> list[Row]:
-    """Compiles the step's functions for `devices` and returns one Row per function."""
+@dataclasses.dataclass(frozen=True)
+class SamplerCall:
+    """One sampler call of a step as the planner sees it: distinct prompts (one prefill each), rows (samples)
+    and the token budget."""
+
+    name: str
+    prompts: int
+    rows: int
+    new_tokens: int
+    temperature: float
+
+
+def sampler_calls(config) -> list[SamplerCall]:
+    """The step's sampler calls as `selfplay.train_step` makes them, at their largest: every proposal valid.
+    Propose: B prompts per task type. Learnability + solve: one call, N rows of each valid proposal's prompt
+    (one prefill: identical prompts share it) and B solver prompts per task type. Validation: a batch of
+    CRUXEval prompts, greedy."""
+    b = len(config.task_types) * config.batch_size
+    t, new = config.sampling.temperature, config.max_response_tokens
+    calls = [SamplerCall("propose", b, b, new, t)]
+    if config.train_proposer:
+        calls.append(SamplerCall("learnability + solve", 2 * b, config.learnability_rollouts * b + b, new, t))
+    else:
+        calls.append(SamplerCall("solve", b, b, new, t))
+    if config.eval.every_steps:
+        e = config.eval.batch_size
+        calls.append(SamplerCall("validation", e, e, config.eval.max_new_tokens, 0.0))
+    return calls
+
+
+def _abstract_like(compiled, fn_shapes):
+    """ShapeDtypeStructs of a compiled function's outputs, with the shardings the compiler chose."""
+    import jax
+
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), fn_shapes, compiled.output_shardings
+    )
+
+
+def _kv_bytes(cfg, rows: int, length: int, dtype, mesh) -> int:
+    import jax
+
+    from azr_jax.model import KVCache, logical_sharding
+
+    cache = KVCache(*jax.eval_shape(lambda: KVCache.create(cfg, rows, length, dtype)))
+    return sum(
+        _nbytes(jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=logical_sharding(a, mesh, x.shape)))
+        for x, a in zip(cache[:2], KVCache.logical_axes()[:2])
+    )
+
+
+def _plan_continuous(ctx, call: SamplerCall) -> list[Row]:
+    """The continuous engine's two programs at a call's largest shapes: the prefill of a full batch of distinct
+    prompts into every slot (`continuous._insert`; later inserts are smaller) and the decode loop over the
+    slots (`continuous._decode`). Stop strings are left out (their automaton tables are a few KiB)."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    from azr_jax.sampling import SamplingParams, continuous
+    from azr_jax.shapes import bucket
+
+    s = SamplingParams(max_new_tokens=call.new_tokens, temperature=call.temperature)
+    p = ctx.sampler.prompt_bucket(ctx.config.max_prompt_tokens)
+    slots = continuous.slot_count(ctx.sampler, call.rows, p, s)
+    shape = continuous._Shape(slots, p + call.new_tokens, ctx.sampler.static(s))
+    empty = functools.partial(continuous._empty, cfg=ctx.cfg, shape=shape, num_stops=0)
+    device = _abstract_like(jax.jit(empty).lower().compile(), jax.eval_shape(empty))
+    u = min(bucket(call.prompts, 1), slots, continuous.prefill_prompts(ctx.sampler, p) or slots)
+    scalar = lambda dtype, *shape: jax.ShapeDtypeStruct(shape, dtype, sharding=ctx.replicated)  # noqa: E731
+    tokens, valid = scalar(jnp.int32, u, p), scalar(jnp.bool_, u, p)
+    per_row = [scalar(jnp.int32, slots) for _ in range(4)]  # src, limits, where, rows
+    kv = _kv_bytes(ctx.cfg, slots, p + call.new_tokens, ctx.sampler.cache_dtype, ctx.mesh)
+    out = []
+    ctx.log(f"plan: compiling {call.name}: prefill ({u} prompts of {p} tokens into {slots} slots)")
+    lowered = continuous._insert.lower(
+        ctx.graphdef, ctx.params, device, tokens, valid, *per_row, ctx.key, None, shape=shape
+    )
+    peak, temps, ok = _program_peak(lowered, ctx.p_bytes)
+    out.append(Row(f"{call.name}: prefill", f"{u} x {p} -> {slots} slots", ctx.p_bytes, ctx.o_bytes, kv, temps,
+                   peak + ctx.resident, ok, lowered=lowered))
+    ctx.log(f"plan: compiling {call.name}: decode ({slots} slots of {p} + {call.new_tokens} tokens)")
+    lowered = continuous._decode.lower(ctx.graphdef, ctx.params, device, ctx.key, scalar(jnp.int32), None, shape=shape)
+    peak, temps, ok = _program_peak(lowered, ctx.p_bytes)
+    out.append(Row(f"{call.name}: decode", f"{slots} slots x {p}+{call.new_tokens}", ctx.p_bytes, ctx.o_bytes, kv,
+                   temps, peak + ctx.resident, ok, lowered=lowered))
+    return out
+
+
+def _plan_static(ctx, call: SamplerCall) -> list[Row]:
+    """The static engine (`sampling.engine="static"`): one `_generate` program per call of `rows_per_call` rows;
+    learnability's N samples of a prompt as its n."""
+    import jax
+    import jax.numpy as jnp
+
+    from azr_jax.model import logical_sharding
+    from azr_jax.sampling import SamplingParams
+    from azr_jax.sampling.sampler import _generate
+
+    n = max(1, call.rows // call.prompts)
+    s = SamplingParams(max_new_tokens=call.new_tokens, temperature=call.temperature, n=n)
+    per_call, b, p = ctx.sampler.call_shape(call.prompts, ctx.config.max_prompt_tokens, s)
+    batch = logical_sharding(("batch", None), ctx.mesh, (b, p))
+    tokens = jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=batch)
+    valid = jax.ShapeDtypeStruct((b, p), jnp.bool_, sharding=batch)
+    limits = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=logical_sharding(("batch",), ctx.mesh, (b,)))
+    ctx.log(f"plan: compiling {call.name} ({b} prompts x {n} of {p} + {call.new_tokens} tokens)")
+    lowered = _generate.lower(ctx.graphdef, ctx.params, tokens, valid, limits, ctx.key, static=ctx.sampler.static(s))
+    peak, temps, ok = _program_peak(lowered, ctx.p_bytes)
+    kv = _kv_bytes(ctx.cfg, b * n, p + call.new_tokens, ctx.sampler.cache_dtype, ctx.mesh)
+    shape = f"{b * n} rows x {p}+{call.new_tokens}, {-(-call.prompts // per_call)} calls"
+    return [Row(call.name, shape, ctx.p_bytes, ctx.o_bytes, kv, temps, peak + ctx.resident, ok, lowered=lowered)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    rows: list[Row]  # memory, one per compiled function
+    step: list[Phase]  # time at the roofline, one step
+    validation: list[Phase]  # time at the roofline, one validation (every eval.every_steps)
+    devices: int
+    chip: object  # roofline.Chip
+    assumptions: Assumptions
+
+
+def default_assumptions(config) -> Assumptions:
+    """Prompts at max_prompt_tokens; responses half their maximum (sampled and trained)."""
+    return Assumptions(config.max_prompt_tokens, config.max_response_tokens / 2, config.eval.max_new_tokens / 2)
+
+
+def plan(config, devices, platform: str, chip, assumptions: Assumptions | None = None, log=print) -> Plan:
+    """Compiles the step's functions for `devices`: one Row of memory per function, and the step's phases at
+    the roofline of `chip` (a `roofline.Chip`)."""
+    import types
+
     import jax
     import jax.numpy as jnp
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from azr_jax.model import KVCache, Transformer, logical_sharding, make_mesh, param_shardings
-    from azr_jax.model.attention import resolve_attention
-    from azr_jax.sampling import Sampler, SamplingParams
-    from azr_jax.sampling.sampler import _generate
-    from azr_jax.settings import check_config, check_microbatch, optimizer_from, update_config_from
-    from azr_jax.update import accumulate_gradients, apply_gradients, bucket, optimizer_state_shardings, prompt_bucket
+    from azr_jax.model import Transformer, batch_split, make_mesh, param_shardings
+    from azr_jax.model.attention import resolve_attention, resolve_decode_loop
+    from azr_jax.sampling import Sampler
+    from azr_jax.settings import check_config, check_microbatch, optimizer_from
+    from azr_jax.update import optimizer_state_shardings
 
     check_config(config)
     mesh = make_mesh(dict(config.mesh), devices)
     check_microbatch(config, mesh)
     cfg = model_config(config)
-    cfg = cfg.replace(attention=resolve_attention(cfg.attention, platform))
+    # The programs of the target, not of this host: attention and the decode loop order as the slice resolves them.
+    cfg = cfg.replace(
+        attention=resolve_attention(cfg.attention, platform),
+        decode_loop=resolve_decode_loop(cfg.decode_loop, platform, batch_split(mesh)),
+    )
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
     sds = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)  # noqa: E731
     params = jax.tree.map(sds, abstract, param_shardings(abstract, mesh))
@@ -169,85 +314,275 @@ def plan(config, devices, platform: str, log=print) -> list[Row]:
     r_bytes = p_bytes if ref is not None else 0
     log(
         f"plan: {cfg.num_params / 1e9:.2f}B parameters ({cfg.param_dtype} masters, {cfg.compute_dtype} compute, "
-        f"attention {cfg.attention}, remat {cfg.remat}) on {len(devices)} x {devices[0].device_kind}, mesh "
-        f"{dict(mesh.shape)}"
+        f"attention {cfg.attention}, decode loop {cfg.decode_loop}, remat {cfg.remat}) on {len(devices)} x "
+        f"{devices[0].device_kind}, mesh {dict(mesh.shape)}, sampling engine {config.sampling.engine}"
     )
-
-    rows = []
     sampler = Sampler(
         nnx.merge(graphdef, params),
         None,
         cache_dtype=config.sampling.cache_dtype,
         max_rows=config.sampling.max_rows,
         kv_cache_gib=config.sampling.kv_cache_gib,
+        prefill_tokens=config.sampling.prefill_tokens,
+        engine=config.sampling.engine,
     )
-    n_tasks = len(config.task_types) * config.batch_size
-    calls = [("propose / solve", n_tasks, 1, config.max_response_tokens, config.sampling.temperature)]
-    if config.train_proposer:
-        n = config.learnability_rollouts
-        calls.append(("learnability", n_tasks, n, config.max_response_tokens, config.sampling.temperature))
-    if config.eval.every_steps:
-        calls.append(("validation", config.eval.batch_size, 1, config.eval.max_new_tokens, 0.0))
+    rows = []
     with jax.set_mesh(mesh):
         key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=replicated)
-        for name, n_prompts, n, new_tokens, temperature in calls:
-            s = SamplingParams(max_new_tokens=new_tokens, temperature=temperature, n=n)
-            per_call, b, p = sampler.call_shape(n_prompts, config.max_prompt_tokens, s)
-            batch = logical_sharding(("batch", None), mesh, (b, p))
-            tokens = jax.ShapeDtypeStruct((b, p), jnp.int32, sharding=batch)
-            valid = jax.ShapeDtypeStruct((b, p), jnp.bool_, sharding=batch)
-            log(f"plan: compiling {name} ({b} prompts x {n} of {p} + {new_tokens} tokens)")
-            limits = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=logical_sharding(("batch",), mesh, (b,)))
-            lowered = _generate.lower(graphdef, params, tokens, valid, limits, key, static=sampler.static(s))
-            peak, temps, ok = _program_peak(lowered, p_bytes)
-            cache = KVCache(*jax.eval_shape(lambda: KVCache.create(cfg, b * n, p + new_tokens, sampler.cache_dtype)))
-            kv = sum(
-                _nbytes(jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=logical_sharding(a, mesh, x.shape)))
-                for x, a in zip(cache[:2], KVCache.logical_axes()[:2])
-            )
-            shape = f"{b * n} rows x {p}+{new_tokens}"
-            rows.append(
-                Row(name, shape, -(-n_prompts // per_call), p_bytes, o_bytes, kv, temps, peak + o_bytes + r_bytes, ok)
-            )
-
-        uc = update_config_from(config)
-        p = prompt_bucket(config.max_prompt_tokens)
-        r = bucket(config.max_response_tokens, uc.logit_chunk, config.max_response_tokens)
-        mb = uc.microbatch_size
-        batch = logical_sharding(("batch", None), mesh, (mb, p + r))
-        arrays = {
-            "tokens": jax.ShapeDtypeStruct((mb, p + r), jnp.int32, sharding=batch),
-            "valid": jax.ShapeDtypeStruct((mb, p + r), jnp.bool_, sharding=batch),
-            **{
-                k: jax.ShapeDtypeStruct((mb, r), jnp.float32, sharding=batch)
-                for k in ("response_mask", "old_logprobs", "advantages")
-            },
-        }
-        scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
-        log(f"plan: compiling update microbatch ({mb} rows x {p}+{r} tokens)")
-        lowered = accumulate_gradients.lower(
-            graphdef, params, grads, arrays, scalar, config=uc, prompt_len=p, ref_params=ref
+        ctx = types.SimpleNamespace(
+            config=config, cfg=cfg, mesh=mesh, graphdef=graphdef, params=params, sampler=sampler, key=key,
+            replicated=replicated, p_bytes=p_bytes, o_bytes=o_bytes, resident=o_bytes + r_bytes, log=log,
+            split=batch_split(mesh), chip=chip,
         )
-        peak, temps, ok = _program_peak(lowered, p_bytes + g_bytes + r_bytes)
-        steps = -(-2 * n_tasks // mb)
-        shape = f"{mb} rows x {p}+{r}"
-        rows.append(Row("update microbatch", shape, steps, p_bytes, o_bytes, 0, temps, peak + o_bytes, ok))
-        log("plan: compiling optimiser step")
-        lowered = apply_gradients.lower(params, opt_state, grads, scalar, optimizer=optimizer)
-        peak, temps, ok = _program_peak(lowered, p_bytes + o_bytes + g_bytes)
-        rows.append(Row("optimiser step", "AdamW", 1, p_bytes, o_bytes, 0, temps, peak + r_bytes, ok))
-    return rows
+        plan_call = _plan_continuous if config.sampling.engine == "continuous" else _plan_static
+        for call in sampler_calls(config):
+            rows += plan_call(ctx, call)
+        rows += _plan_update(config, mesh, graphdef, params, opt_state, grads, ref, optimizer, log)
+        ctx.optimiser_step = rows[-1].lowered
+        log("plan: costing one layer, the logits and attention of each phase for the roofline")
+        a = assumptions or default_assumptions(config)
+        phases = roofline_phases(ctx, a)
+    step = [x for x in phases if not x.name.startswith("validation")]
+    return Plan(rows, step, [x for x in phases if x.name.startswith("validation")], len(devices), chip, a)
 
 
-def report(rows: list[Row], capacity: int, headroom: float) -> tuple[bool, str]:
-    """The table and its verdict line; fits when every peak is at most headroom x capacity."""
+def _plan_update(config, mesh, graphdef, params, opt_state, grads, ref, optimizer, log) -> list[Row]:
+    """The update's gradient microbatch (longest prompt and response buckets) and the optimiser step."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from azr_jax.model import logical_sharding
+    from azr_jax.settings import update_config_from
+    from azr_jax.update import accumulate_gradients, apply_gradients, bucket, prompt_bucket
+
+    p_bytes, o_bytes, g_bytes = _nbytes(params), _nbytes(opt_state), _nbytes(grads)
+    r_bytes = p_bytes if ref is not None else 0
+    uc = update_config_from(config)
+    p = prompt_bucket(config.max_prompt_tokens)
+    r = bucket(config.max_response_tokens, uc.logit_chunk, config.max_response_tokens)
+    mb = uc.microbatch_size
+    batch = logical_sharding(("batch", None), mesh, (mb, p + r))
+    arrays = {
+        "tokens": jax.ShapeDtypeStruct((mb, p + r), jnp.int32, sharding=batch),
+        "valid": jax.ShapeDtypeStruct((mb, p + r), jnp.bool_, sharding=batch),
+        **{
+            k: jax.ShapeDtypeStruct((mb, r), jnp.float32, sharding=batch)
+            for k in ("response_mask", "old_logprobs", "advantages")
+        },
+    }
+    scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))
+    log(f"plan: compiling update microbatch ({mb} rows x {p}+{r} tokens)")
+    lowered = accumulate_gradients.lower(graphdef, params, grads, arrays, scalar, config=uc, prompt_len=p, ref_params=ref)
+    peak, temps, ok = _program_peak(lowered, p_bytes + g_bytes + r_bytes)
+    trained = (2 if config.train_proposer else 1) * len(config.task_types) * config.batch_size
+    out = [Row("update microbatch", f"{mb} rows x {p}+{r}, {-(-trained // mb)} of them", p_bytes, o_bytes, 0, temps,
+               peak + o_bytes, ok, lowered=lowered)]
+    log("plan: compiling optimiser step")
+    lowered = apply_gradients.lower(params, opt_state, grads, scalar, optimizer=optimizer)
+    peak, temps, ok = _program_peak(lowered, p_bytes + o_bytes + g_bytes)
+    out.append(Row("optimiser step", "AdamW", p_bytes, o_bytes, 0, temps, peak + r_bytes, ok, lowered=lowered))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase of a step at the roofline: the work of one call, how many calls a step makes, the bound."""
+
+    name: str
+    work: str
+    per_call: object  # roofline.Cost, per device
+    calls: float
+    seconds: float  # all calls of a step
+    bound: str  # compute | memory | collectives
+    measured_as: str = ""  # the metrics.jsonl timing this phase is part of
+
+
+@dataclasses.dataclass(frozen=True)
+class Assumptions:
+    """The token counts the time model rests on, stated in the printout."""
+
+    prompt_tokens: int  # every prompt's length before its bucket
+    response_tokens: float  # the mean response, sampled and trained
+    eval_response_tokens: float
+
+
+def _padded(rows: int, split: int) -> int:
+    return -(-rows // split) * split
+
+
+def _dense_layer(ctx, tokens: int, grad: bool):
+    """One decoder layer's dense work (projections, MLP, norms, rotary: all but attention over other tokens) on
+    `tokens` tokens, compiled for the target, as [tokens, 1]: its attention covers the token itself only, and
+    nothing in it is a loop, so the compiler's cost is the whole of it. With `grad`, forward and backward."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from azr_jax.model import Transformer, logical_sharding
+
+    cfg = ctx.cfg.replace(attention="xla")
+    model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+    weights = {}
+    for name in Transformer.LAYER_PARAMS:
+        if hasattr(model, name):
+            param = getattr(model, name)
+            value = param.get_value()
+            shape, axes = value.shape[1:], param.axes[1:]
+            weights[name] = jax.ShapeDtypeStruct(
+                shape, value.dtype, sharding=logical_sharding(axes, ctx.mesh, shape)
+            )
+    rows = _padded(tokens, ctx.split)
+    e = cfg.hidden_size
+    x = jax.ShapeDtypeStruct(
+        (rows, 1, e), jnp.dtype(cfg.compute_dtype), sharding=logical_sharding(("batch", None, None), ctx.mesh, (rows, 1, e))
+    )
+    batch = logical_sharding(("batch", None), ctx.mesh, (rows, 1))
+    positions = jax.ShapeDtypeStruct((rows, 1), jnp.int32, sharding=batch)
+    valid = jax.ShapeDtypeStruct((rows, 1), jnp.bool_, sharding=batch)
+
+    def forward(x, w, positions, valid):
+        return model._block(x, w, positions, valid)[0]
+
+    def backward(x, w, positions, valid):
+        out, vjp = jax.vjp(lambda x, w: forward(x, w, positions, valid), x, w)
+        return vjp(out)
+
+    return jax.jit(backward if grad else forward).lower(x, weights, positions, valid).compile()
+
+
+def _logits(ctx, rows: int, grad: bool):
+    """The output projection of `rows` tokens (with `grad`: and its backward, as the update's loss needs)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from azr_jax.model import logical_sharding
+
+    rows, e = _padded(rows, ctx.split), ctx.cfg.hidden_size
+    h = jax.ShapeDtypeStruct(
+        (rows, 1, e), jnp.dtype(ctx.cfg.compute_dtype), sharding=logical_sharding(("batch", None, None), ctx.mesh, (rows, 1, e))
+    )
+
+    def logits(state, h):
+        return nnx.merge(ctx.graphdef, state).logits(h)
+
+    def backward(state, h):
+        return jax.grad(lambda s, h: jax.nn.logsumexp(logits(s, h), axis=-1).sum(), argnums=(0, 1))(state, h)
+
+    return jax.jit(backward if grad else logits).lower(ctx.params, h).compile()
+
+
+def _attention(ctx, queries: float, visible: float, kv_read_tokens: float = 0.0):
+    """Attention over other tokens, per device, by formula (`roofline.attention_flops`): its kernels (splash,
+    cuDNN) and loops (blockwise, decode over the cache) are not costed by the compiler. `kv_read_tokens`: cache
+    tokens read from memory (decoding reads each row's filled cache every step)."""
+    from azr_jax import roofline
+
+    cfg = ctx.cfg
+    tensor = ctx.mesh.shape["tensor"]
+    heads = tensor if cfg.num_heads % tensor == 0 else 1
+    kv_heads = tensor if cfg.num_kv_heads % tensor == 0 else 1
+    flops = roofline.attention_flops(cfg, queries, visible) / (ctx.split * heads)
+    read = kv_read_tokens * roofline.kv_bytes_per_token(cfg, ctx.sampler.cache_dtype) / (ctx.split * kv_heads)
+    return roofline.Cost(flops=flops, bytes=read)
+
+
+def _phase(ctx, name, work, per_call, calls, measured_as) -> Phase:
+    from azr_jax import roofline
+
+    total = per_call * calls
+    seconds, bound = roofline.seconds(total, ctx.chip)
+    return Phase(name, work, per_call, calls, seconds, bound, measured_as)
+
+
+def _sampling_phases(ctx, call: SamplerCall, a: Assumptions) -> list[Phase]:
+    """A sampler call as the continuous engine runs it: one prefill per distinct prompt (at its bucket), then
+    decode steps that keep the slots full: rows x mean response / slots steps (a lower bound: the tail, when
+    fewer rows than slots are left, is not counted). Layers are a loop: one layer is costed and multiplied by
+    their number."""
+    from azr_jax import roofline
+    from azr_jax.sampling import SamplingParams, continuous
+
+    layers = ctx.cfg.num_layers
+    p = ctx.sampler.prompt_bucket(a.prompt_tokens)
+    mean = a.eval_response_tokens if call.name == "validation" else a.response_tokens
+    s = SamplingParams(max_new_tokens=call.new_tokens, temperature=call.temperature)
+    slots = continuous.slot_count(ctx.sampler, call.rows, ctx.sampler.prompt_bucket(ctx.config.max_prompt_tokens), s)
+    tokens = call.prompts * p
+    prefill = (
+        roofline.cost_of(_dense_layer(ctx, tokens, grad=False)) * layers
+        + roofline.cost_of(_logits(ctx, call.prompts, grad=False))
+        + _attention(ctx, tokens, (p + 1) / 2)
+    )
+    filled = p + mean / 2  # a row's cache, averaged over its decode steps
+    step = (
+        roofline.cost_of(_dense_layer(ctx, slots, grad=False)) * layers
+        + roofline.cost_of(_logits(ctx, slots, grad=False))
+        + _attention(ctx, slots, filled, kv_read_tokens=slots * filled)
+    )
+    steps = max(mean, call.rows * mean / slots)
+    measured = {"propose": "time/propose", "validation": ""}.get(call.name, "time/solve_sample")
+    return [
+        _phase(ctx, f"{call.name}: prefill", f"{call.prompts} prompts x {p} tokens", prefill, 1, measured),
+        _phase(ctx, f"{call.name}: decode", f"{slots} slots, {steps:.0f} steps of {call.rows} rows", step, steps, measured),
+    ]
+
+
+def _update_phases(ctx, a: Assumptions) -> list[Phase]:
+    """The update: forward and backward of every trained token (proposer and solver responses with their
+    prompts), in microbatches; with remat="full" the forward runs again in the backward. Then one AdamW step."""
+    from azr_jax import roofline
+    from azr_jax.settings import update_config_from
+
+    c, layers = ctx.config, ctx.cfg.num_layers
+    mb = update_config_from(c).microbatch_size
+    rows = (2 if c.train_proposer else 1) * len(c.task_types) * c.batch_size
+    p = ctx.sampler.prompt_bucket(a.prompt_tokens)
+    length = p + a.response_tokens
+    tokens = int(mb * length)
+    again = 1 if ctx.cfg.remat == "full" else 0
+    dense = roofline.cost_of(_dense_layer(ctx, tokens, grad=True))
+    if again:
+        dense = dense + roofline.cost_of(_dense_layer(ctx, tokens, grad=False))
+    per_mb = (
+        dense * layers
+        + roofline.cost_of(_logits(ctx, int(mb * a.response_tokens), grad=True))
+        + _attention(ctx, tokens, (length + 1) / 2) * (3 + again)
+    )
+    microbatches = -(-rows // mb)
+    step = roofline.cost_of(ctx.optimiser_step.compile())
+    return [
+        _phase(ctx, "update: microbatches", f"{microbatches} x {mb} rows of {length:.0f} tokens", per_mb,
+               microbatches, "time/update"),
+        _phase(ctx, "update: optimiser step", "AdamW over the parameters", step, 1, "time/update"),
+    ]
+
+
+def roofline_phases(ctx, a: Assumptions) -> list[Phase]:
+    """Every phase of one step at the roofline (validation separately: it runs every eval.every_steps)."""
+    phases = []
+    for call in sampler_calls(ctx.config):
+        phases += _sampling_phases(ctx, call, a)
+    return phases + _update_phases(ctx, a)
+
+
+def _columns(table: list[tuple], left: int) -> list[str]:
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = [
+        "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
+def memory_table(rows: list[Row], capacity: int) -> list[str]:
     gib = lambda x: f"{x / GIB:.2f}"  # noqa: E731
-    header = ("function", "shape", "calls", "params", "opt state", "KV cache", "temporaries", "peak", "HBM")
+    header = ("function", "shape", "params", "opt state", "KV cache", "temporaries", "peak", "HBM")
     table = [header] + [
         (
             r.function,
             r.shape,
-            str(r.calls),
             gib(r.params),
             gib(r.opt_state),
             gib(r.kv_cache),
@@ -257,17 +592,82 @@ def report(rows: list[Row], capacity: int, headroom: float) -> tuple[bool, str]:
         )
         for r in rows
     ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table
+    return _columns(table, 2) + [
+        "(GiB per chip; peak = the program's own peak + the resident state it does not take as an argument;",
+        " > : the compiler ran out of memory, so the figure is what it asked for, a lower bound)",
     ]
-    lines.insert(1, "-" * len(lines[0]))
-    lines.append("(GiB per chip; peak = the program's own peak + the resident state it does not take as an argument;")
-    lines.append(" > : the compiler ran out of memory, so the figure is what it asked for, a lower bound)")
+
+
+def measured_seconds(path: str) -> dict[str, float]:
+    """Mean phase times (`time/*`) over the steps of a run's metrics.jsonl."""
+    from azr_jax.records import read_jsonl
+
+    steps = [m for m in read_jsonl(path) if "time/step" in m]
+    if not steps:
+        raise PlanError(f"{path} has no step records (time/step)")
+    keys = {k for m in steps for k in m if k.startswith("time/")}
+    return {k: sum(m.get(k, 0.0) for m in steps) / len(steps) for k in sorted(keys)}
+
+
+def time_table(p: Plan, measured: dict[str, float] | None = None) -> list[str]:
+    """Per phase: the work, the bound and the time per step at the roofline; with `measured`, the run's mean time
+    of the measured phase each belongs to, on its first line, and estimate / measured."""
+    from azr_jax.roofline import format_duration
+
+    header = ("phase", "work", "bound", "roofline")
+    if measured:
+        header += ("measured", "roofline / measured")
+    table, seen = [header], set()
+    for x in p.step + p.validation:
+        line = (x.name, x.work, x.bound, format_duration(x.seconds))
+        if measured:
+            group = [y.seconds for y in p.step + p.validation if y.measured_as == x.measured_as]
+            first = x.measured_as and x.measured_as not in seen and x.measured_as in measured
+            seen.add(x.measured_as)
+            line += (
+                (format_duration(measured[x.measured_as]), f"{sum(group) / measured[x.measured_as]:.2f}")
+                if first
+                else ("", "")
+            )
+        table.append(line)
+    chip = p.chip
+    return _columns(table, 2) + [
+        f"(per device, at {chip.name}'s {chip.peak_flops / 1e12:.3g} TFLOP/s and {chip.hbm_bytes_per_s / 1e9:.3g} GB/s: "
+        f"{chip.source}; layers costed once by the compiler and multiplied by their number, attention by formula;",
+        f" assumed: prompts of {p.assumptions.prompt_tokens} tokens at their bucket, responses of "
+        f"{p.assumptions.response_tokens:.0f} tokens on average (validation {p.assumptions.eval_response_tokens:.0f}), "
+        "every proposal valid, decode slots kept full)",
+    ]
+
+
+def run_time(p: Plan, config, steps: int) -> tuple[float, float, str]:
+    """(seconds of a step, chip-hours of `steps` steps with their validations, the summary line)."""
+    from azr_jax.roofline import chip_hours, format_duration
+
+    step = sum(x.seconds for x in p.step)
+    validations = 0
+    if config.eval.every_steps:
+        validations = steps // config.eval.every_steps + int(config.eval.at_start)
+    total = steps * step + validations * sum(x.seconds for x in p.validation)
+    hours = chip_hours(total, 1, p.devices)
+    line = (
+        f"step >= {format_duration(step)} at the roofline; {steps} steps and {validations} validations >= "
+        f"{format_duration(total)} on {p.devices} chips = {hours:.3g} chip-hours"
+    )
+    return step, hours, line
+
+
+def report(p: Plan, config, capacity: int, headroom: float, steps: int, measured=None) -> tuple[bool, str]:
+    """The memory and time tables and the verdict line; fits when every peak is at most headroom x capacity."""
+    gib = lambda x: f"{x / GIB:.2f}"  # noqa: E731
+    rows = p.rows
+    step, hours, summary = run_time(p, config, steps)
+    lines = memory_table(rows, capacity) + [""] + time_table(p, measured) + [summary]
     worst = max(rows, key=lambda r: r.peak)
     limit = headroom * capacity
+    timing = f"step >= {step:.3g} s at the roofline; {steps} steps >= {hours:.3g} chip-hours"
     if worst.peak <= limit and all(r.compiled for r in rows):
-        verdict = f"plan: fits (peak {gib(worst.peak)} GiB of {gib(capacity)} GiB per chip, in {worst.function})"
+        verdict = f"plan: fits (peak {gib(worst.peak)} GiB of {gib(capacity)} GiB per chip; {timing})"
         return True, "\n".join(lines + [verdict])
     consumers = {
         "parameters": worst.params,
@@ -284,6 +684,30 @@ def report(rows: list[Row], capacity: int, headroom: float) -> tuple[bool, str]:
     return False, "\n".join(lines + [verdict])
 
 
+def assumptions_from(config, measured_path: str | None, prompt_tokens: int = 0, response_tokens: float = 0.0):
+    """`default_assumptions` but for the given token counts; without `response_tokens`, a measured run's mean
+    response length (over its groups, weighted by their counts) when given."""
+    a = default_assumptions(config)
+    response = response_tokens
+    if measured_path and not response:
+        from azr_jax.records import read_jsonl
+
+        lengths = [
+            (m[k], m.get(k.replace("response_length_mean", "count"), 1.0))
+            for m in read_jsonl(measured_path)
+            for k in m
+            if k.endswith("/response_length_mean")
+        ]
+        if lengths:
+            response = sum(x * n for x, n in lengths) / max(sum(n for _, n in lengths), 1.0)
+    return dataclasses.replace(
+        a,
+        prompt_tokens=prompt_tokens or a.prompt_tokens,
+        response_tokens=response or a.response_tokens,
+        eval_response_tokens=min(response or a.eval_response_tokens, config.eval.max_new_tokens),
+    )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -291,13 +715,17 @@ def main(argv):
         raise app.UsageError("--config and --topology are required")
     from azr_jax.settings import ConfigError
 
+    config = _CONFIG.value
     try:
-        devices, platform, capacity = target_devices(_TOPOLOGY.value)
-        rows = plan(_CONFIG.value, devices, platform, log=lambda s: print(s, flush=True))
-    except (PlanError, ConfigError) as e:
+        devices, platform, chip = target_devices(_TOPOLOGY.value)
+        measured = measured_seconds(_MEASURED.value) if _MEASURED.value else None
+        a = assumptions_from(config, _MEASURED.value, _PROMPT.value, _RESPONSE.value)
+        p = plan(config, devices, platform, chip, a, log=lambda s: print(s, flush=True))
+    except (PlanError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"plan: error: {e}", flush=True)
         sys.exit(2)
-    fits, text = report(rows, int(_HBM_GIB.value * GIB) or capacity, _HEADROOM.value)
+    capacity = int(_HBM_GIB.value * GIB) or int(chip.hbm_gib * GIB)
+    fits, text = report(p, config, capacity, _HEADROOM.value, _STEPS.value or config.total_steps, measured)
     print(text, flush=True)
     sys.exit(0 if fits else 1)
 

@@ -51,7 +51,10 @@ def check_config(c: ml_collections.ConfigDict) -> None:
     )
     _need(c.model.attention in IMPLEMENTATIONS, f"model.attention={c.model.attention!r}; choose from {IMPLEMENTATIONS}")
     _need(c.sampling.engine in ENGINES, f"sampling.engine={c.sampling.engine!r}; choose from {ENGINES}")
-    _need(c.sampling.max_rows >= 0 and c.sampling.kv_cache_gib >= 0, "sampling.max_rows and kv_cache_gib must be >= 0")
+    _need(
+        c.sampling.max_rows >= 0 and c.sampling.kv_cache_gib >= 0 and c.sampling.prefill_tokens >= 0,
+        "sampling.max_rows, kv_cache_gib and prefill_tokens must be >= 0",
+    )
     _need(
         c.sampling.temperature > 0,
         f"sampling.temperature={c.sampling.temperature}: training needs > 0 (greedy decoding, 0, is not a "

@@ -42,7 +42,13 @@ def build(config):
         model = init_model(preset(m.preset, vocab_size=len(tokenizer), **dtypes), mesh, seed=config.seed)
     s = config.sampling
     sampler = Sampler(
-        model, tokenizer, cache_dtype=s.cache_dtype, max_rows=s.max_rows, kv_cache_gib=s.kv_cache_gib, engine=s.engine
+        model,
+        tokenizer,
+        cache_dtype=s.cache_dtype,
+        max_rows=s.max_rows,
+        kv_cache_gib=s.kv_cache_gib,
+        engine=s.engine,
+        prefill_tokens=s.prefill_tokens,
     )
     return mesh, model, tokenizer, sampler
 

@@ -238,6 +238,29 @@ def test_identical_prompts_share_one_prefill(tiny, monkeypatch):
     assert not (runs[0].tokens[0] == runs[0].tokens[4]).all()  # a repeat is another sample, not a copy
 
 
+def test_prefill_tokens_bound_each_prefill_and_change_no_sample(tiny, monkeypatch):
+    """sampling.prefill_tokens: the prompts joining at once are prefilled in groups of at most that many tokens
+    (prompts x their bucket, a power of two of prompts), and the samples are those of one big prefill."""
+    from azr_jax.sampling import continuous
+
+    _, model, _ = tiny
+    prompts = [[i + 1, i + 2, i + 3] for i in range(7)]  # 7 distinct prompts, one bucket of 16 tokens
+    prefilled, original = [], continuous._insert
+    monkeypatch.setattr(
+        continuous,
+        "_insert",
+        lambda g, s, d, tokens, *a, **k: prefilled.append(tokens.shape) or original(g, s, d, tokens, *a, **k),
+    )
+    sampled = SamplingParams(max_new_tokens=6, temperature=1.0, stop_token_ids=())
+    whole = Sampler(model, ByteTokenizer(), prefill_tokens=0).generate(prompts, sampled, seed=3)
+    assert prefilled == [(8, 16)]
+    prefilled.clear()
+    bounded = Sampler(model, ByteTokenizer(), prefill_tokens=50).generate(prompts, sampled, seed=3)
+    assert prefilled == [(2, 16)] * 3 + [(1, 16)]  # 50 // 16 = 3 prompts: 2, the power of two below
+    np.testing.assert_array_equal(bounded.tokens, whole.tokens)
+    np.testing.assert_allclose(bounded.logprobs, whole.logprobs, atol=1e-5)
+
+
 def test_prompts_are_bucketed_by_half_octaves(tiny):
     _, _, sampler = tiny
     assert [sampler.prompt_bucket(n) for n in (3, 17, 25, 33, 574, 700, 769)] == [16, 24, 32, 48, 768, 768, 1024]

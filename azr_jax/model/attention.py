@@ -15,15 +15,19 @@ and blockwise on CPU.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from azr_jax.model.sharding import LOGICAL_AXIS_RULES, logical_to_spec
+
 _MASK_VALUE = float(np.finfo(np.float32).min)
 
 IMPLEMENTATIONS = ("xla", "blockwise", "cudnn", "splash", "auto")
 _AUTO = {"tpu": "splash", "gpu": "cudnn", "cuda": "cudnn", "cpu": "blockwise"}
+DECODE_LOOPS = ("auto", "per_row", "batch")  # `ragged_decode_attention`'s loop order; see `resolve_decode_loop`
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,8 +264,6 @@ def splash_attention(q, k, v, valid, *, interpret: bool = False):
     """
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
-    from azr_jax.model.sharding import logical_to_spec
-
     b, t, h, d = q.shape
     block = _splash_block(t)
     if block is None:
@@ -340,7 +342,7 @@ def ragged_decode_attention(
     - per_row=True: a loop over rows, each over its own ceil(filled[b] / block_size) blocks; the work is the sum
       of the rows' lengths, so a continuous batch's short rows do not pay for its longest. Many small steps: the
       better order on CPU (2x faster for 8 rows of mixed length up to 1024 slots, `benchmarks/decode_attention.py`).
-    - None (default): per-row on CPU, batch-wide elsewhere.
+    - None (default): `resolve_decode_loop("auto")`: per-row on one CPU device, batch-wide elsewhere.
 
     Numerics as `xla_attention`: q is scaled by 1/sqrt(D) in its own dtype, the cache is cast to q's
     (keys) and v's (values) dtype, scores and softmax statistics are float32, probabilities are cast to v's dtype
@@ -361,7 +363,7 @@ def ragged_decode_attention(
     s = cache_k.shape[-2]
     bs = max(1, min(block_size, s))
     if per_row is None:
-        per_row = jax.default_backend() == "cpu"
+        per_row = resolve_decode_loop("auto") == "per_row"
     q = (q / np.sqrt(d).astype(q.dtype)).reshape(b, t, n_kv, h // n_kv, d).transpose(0, 2, 3, 1, 4)  # [B,K,G,T,D]
     filled = jnp.broadcast_to(jnp.clip(jnp.asarray(filled, jnp.int32), 0, s), (b,))
 
@@ -426,6 +428,32 @@ def resolve_attention(impl: str, backend: str | None = None) -> str:
     return _AUTO.get(backend or jax.default_backend(), "blockwise")
 
 
+def _batch_split_of_current_mesh() -> int:
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return 1
+    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
+    return math.prod(sizes.get(a, 1) for a in LOGICAL_AXIS_RULES["batch"])
+
+
+def resolve_decode_loop(loop: str, backend: str | None = None, batch_split: int | None = None) -> str:
+    """The loop order of decode attention for a name: "auto" is per-row only on a CPU whose rows are not split
+    over devices, batch-wide otherwise.
+
+    The per-row loop indexes the batch axis with a traced row. Where the mesh splits the rows (the KV cache's
+    batch axis is sharded over data x fsdp), XLA can only serve that index by gathering every device's rows of
+    the cache onto each device, a copy of the whole cache per layer read: that made a 14B plan's sampler
+    temporaries 5x its KV cache. The backend is the compile target's: the planner, compiling for a TPU slice on a
+    CPU host, passes "tpu" (`jax.default_backend()` there is the host's). `batch_split` defaults to the mesh
+    set with `jax.set_mesh` at trace time."""
+    if loop not in DECODE_LOOPS:
+        raise ValueError(f"decode loop {loop!r}: expected one of {DECODE_LOOPS}")
+    if loop != "auto":
+        return loop
+    split = _batch_split_of_current_mesh() if batch_split is None else batch_split
+    return "per_row" if (backend or jax.default_backend()) == "cpu" and split == 1 else "batch"
+
+
 def attend(q, k, v, valid, impl: str = "auto"):
     """Causal self-attention without a cache by the named implementation (see the module docstring)."""
     impl = resolve_attention(impl)
@@ -439,12 +467,14 @@ def attend(q, k, v, valid, impl: str = "auto"):
 
 
 __all__ = [
+    "DECODE_LOOPS",
     "IMPLEMENTATIONS",
     "attend",
     "blockwise_attention",
     "cudnn_attention",
     "ragged_decode_attention",
     "resolve_attention",
+    "resolve_decode_loop",
     "splash_attention",
     "xla_attention",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from azr_jax.model.attention import IMPLEMENTATIONS
+from azr_jax.model.attention import DECODE_LOOPS, IMPLEMENTATIONS
 
 ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
 REMAT_POLICIES = ("none", "full", "save_dots")
@@ -39,6 +39,9 @@ class ModelConfig:
     # Attention without a cache (training, prefill): auto (splash on TPU, cuDNN on GPU, blockwise elsewhere) |
     # blockwise (pure JAX flash attention) | splash | cudnn | xla (the plain [T, T] softmax; small models, tests).
     attention: str = "auto"
+    # The loop order of decode attention over the cache: auto (per-row on one CPU device, batch-wide elsewhere) |
+    # per_row | batch. The planner sets it for the slice it compiles for (`attention.resolve_decode_loop`).
+    decode_loop: str = "auto"
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -49,6 +52,8 @@ class ModelConfig:
             raise ValueError(f"remat={self.remat!r}; expected one of {REMAT_POLICIES}")
         if self.attention not in IMPLEMENTATIONS:
             raise ValueError(f"attention={self.attention!r}; expected one of {IMPLEMENTATIONS}")
+        if self.decode_loop not in DECODE_LOOPS:
+            raise ValueError(f"decode_loop={self.decode_loop!r}; expected one of {DECODE_LOOPS}")
 
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)

@@ -157,7 +157,8 @@ class Transformer(nnx.Module):
         if cache_kv is None:  # training, or prefill into an empty cache: the configured implementation
             attn = attend(q, k, v, valid, cfg.attention)
         else:  # decoding: a few new tokens over the filled part of the cache only
-            attn = ragged_decode_attention(q, k, v, valid, *cache_kv, cache_valid, filled, layer=layer)
+            per_row = {"per_row": True, "batch": False, "auto": None}[cfg.decode_loop]
+            attn = ragged_decode_attention(q, k, v, valid, *cache_kv, cache_valid, filled, layer=layer, per_row=per_row)
         x = x + jnp.einsum("bthd,hde->bte", attn, w["o"])
         hn = rms_norm(x, w["mlp_norm"], cfg.rms_norm_eps)
         mlp = jax.nn.silu(jnp.einsum("bte,em->btm", hn, w["gate"])) * jnp.einsum("bte,em->btm", hn, w["up"])
@@ -193,7 +194,7 @@ class Transformer(nnx.Module):
             x, _ = jax.lax.scan(_remat(body, cfg.remat), x, weights)
         else:
             if prefill:
-                x, (k, v) = jax.lax.scan(lambda x, w: self._block(x, w, positions, token_valid), x, weights)
+                x, (k, v) = self._prefill_layers(x, weights, positions, token_valid)
             else:
 
                 # Each row's written slots; none for a row with no new token (finished or free: its output is unread).
@@ -206,6 +207,18 @@ class Transformer(nnx.Module):
                 x, (k, v) = jax.lax.scan(body, x, (weights, jnp.arange(cfg.num_layers)))
             cache = self._write_cache(cache, k, v, token_valid)
         return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), cache
+
+    def _prefill_layers(self, x, weights, positions, token_valid):
+        return jax.lax.scan(lambda x, w: self._block(x, w, positions, token_valid), x, weights)
+
+    def prefill(self, tokens: jax.Array, positions: jax.Array, token_valid: jax.Array):
+        """(final-norm hidden states [B, T, E], keys, values [layers, B, T, K, D]) of prompts that attend only to
+        themselves: the prompt's cache entries as the layer loop makes them, for a caller that places them
+        itself (the continuous engine copies them into its slots) without an intermediate cache."""
+        cdt = jnp.dtype(self.cfg.compute_dtype)
+        x = constrain(self.embed[...].astype(cdt)[tokens], ("batch", "seq", None))
+        x, (k, v) = self._prefill_layers(x, self._layer_weights(), positions, token_valid)
+        return rms_norm(x, self.final_norm[...], self.cfg.rms_norm_eps), k, v
 
     @staticmethod
     def _write_cache(cache: KVCache, k, v, token_valid) -> KVCache:

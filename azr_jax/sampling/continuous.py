@@ -109,9 +109,8 @@ def _insert(
     st = shape.sampling
     p = tokens.shape[1]
     r = where.shape[0]
-    small = KVCache.create(model.cfg, tokens.shape[0], p, jnp.dtype(st.cache_dtype))
     positions = positions_from_mask(valid)
-    h, small = model.hidden(tokens, positions, valid, small, prefill=True)
+    h, k, v = model.prefill(tokens, positions, valid)  # [layers, u, p, K, D]: placed straight into the slots
     tok, logp = _pick(key, rows, jnp.zeros_like(rows), model.logits(h[:, -1:])[src, 0], st)
     fresh = slots.stop_state[:1].repeat(r, 0) if tables is None else stops.initial_state(tables, r)
     stop_state, stop = _stop(tables, fresh, tok, jnp.asarray(st.stop_ids, jnp.int32))
@@ -119,8 +118,8 @@ def _insert(
     row_valid = jnp.zeros((r, shape.cache_len), bool).at[:, :p].set(valid[src])
     put = lambda x, value: x.at[where].set(value, mode="drop")  # noqa: E731
     cache = KVCache(
-        c.k.at[:, where, :, :p, :].set(small.k[:, src].astype(c.k.dtype), mode="drop"),
-        c.v.at[:, where, :, :p, :].set(small.v[:, src].astype(c.v.dtype), mode="drop"),
+        c.k.at[:, where, :, :p, :].set(k[:, src].swapaxes(2, 3).astype(c.k.dtype), mode="drop"),
+        c.v.at[:, where, :, :p, :].set(v[:, src].swapaxes(2, 3).astype(c.v.dtype), mode="drop"),
         put(c.valid, row_valid),
         put(c.index, p),
     )
@@ -204,6 +203,32 @@ def requests(prompts: Sequence[Sequence[int]], limits: Sequence[int], n: int, sl
     return [_Request(first[key], r[j : j + slots], key[1]) for key, r in rows.items() for j in range(0, len(r), slots)]
 
 
+def slot_count(sampler, total_rows: int, longest_bucket: int, params) -> int:
+    """The decode slots of a call of `total_rows` rows whose longest prompt is in `longest_bucket`: the rows'
+    bucket, at most `Sampler.rows_per_call`, a multiple of the batch mesh axes (so the slots are split)."""
+    split = batch_split(sampler._mesh())
+    slots = bucket(total_rows, 1)
+    cap = sampler.rows_per_call(longest_bucket, params)
+    if cap is not None:
+        slots = min(slots, cap)
+    slots = max(split, -(-slots // split) * split if cap is None else slots // split * split)
+    if slots < params.n or (cap is not None and slots > cap):
+        raise ValueError(
+            f"one prompt's {params.n} samples do not fit the sampler's bound of {cap} rows (sampling.max_rows="
+            f"{sampler.max_rows}, sampling.kv_cache_gib={sampler.kv_cache_gib}, batch axes {split})"
+        )
+    return slots
+
+
+def prefill_prompts(sampler, prompt_bucket: int) -> int | None:
+    """The most distinct prompts one prefill takes at this bucket under `sampling.prefill_tokens` (a power of two,
+    at least one; None: no bound). A prefill's activations and its copy of the prompts' keys and values grow with
+    its tokens: a slot count's worth of 6k-token prompts at once was a 14B plan's peak."""
+    if not sampler.prefill_tokens:
+        return None
+    return 1 << max(0, (sampler.prefill_tokens // prompt_bucket).bit_length() - 1)
+
+
 def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Sequence[int]) -> Samples:
     """`Sampler.generate` with continuous batching: every prompt's n samples, in request order."""
     st, n = sampler.static(params), params.n
@@ -211,17 +236,7 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Seq
     prompt_bucket = sampler.prompt_bucket
     longest = prompt_bucket(max(map(len, prompts)))
     mesh = sampler._mesh()
-    split = batch_split(mesh)
-    slots = bucket(total, 1)
-    cap = sampler.rows_per_call(longest, params)
-    if cap is not None:
-        slots = min(slots, cap)
-    slots = max(split, -(-slots // split) * split if cap is None else slots // split * split)
-    if slots < n or (cap is not None and slots > cap):
-        raise ValueError(
-            f"one prompt's {n} samples do not fit the sampler's bound of {cap} rows (sampling.max_rows="
-            f"{sampler.max_rows}, sampling.kv_cache_gib={sampler.kv_cache_gib}, batch axes {split})"
-        )
+    slots = slot_count(sampler, total, longest, params)
     shape = _Shape(slots, longest + params.max_new_tokens, st)
     graphdef, state = nnx.split(sampler.model)
     replicated = None if mesh is None else NamedSharding(mesh, P())
@@ -264,11 +279,13 @@ def generate(sampler, prompts: Sequence[Sequence[int]], params, key, limits: Seq
             by_bucket: dict[int, list[_Request]] = {}  # a short prompt is not padded to a long one's bucket
             for q in joining:
                 by_bucket.setdefault(prompt_bucket(len(prompts[q.prompt])), []).append(q)
-            for batch in by_bucket.values():
-                used = sum(len(q.rows) for q in batch)
-                device = insert(device, batch, free[:used])
-                busy.update(free[:used])
-                free = free[used:]
+            for bucket_, group in by_bucket.items():
+                size = prefill_prompts(sampler, bucket_) or len(group)
+                for batch in (group[i : i + size] for i in range(0, len(group), size)):
+                    used = sum(len(q.rows) for q in batch)
+                    device = insert(device, batch, free[:used])
+                    busy.update(free[:used])
+                    free = free[used:]
             # Refill as soon as the next request fits; at the end, drain.
             target = len(queue[0].rows) if queue else slots
             device = _decode(graphdef, state, device, key, put(np.int32(target)), tables, shape=shape)

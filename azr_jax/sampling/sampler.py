@@ -118,17 +118,19 @@ class Sampler:
         max_rows: int = 0,
         kv_cache_gib: float = 0.0,
         engine: str = "continuous",
+        prefill_tokens: int = 0,
     ):
         """`max_rows` (rows = prompts x n) and `kv_cache_gib` (the KV cache of one call, per device) bound
         the rows decoded at once (0: no bound). `engine`: "continuous" keeps that many decode slots busy,
         refilling them from the request queue as rows finish (`continuous.py`); "static" samples the request
-        in fixed batches, each decoding until its slowest row is done (kept as the benchmark's baseline)."""
+        in fixed batches, each decoding until its slowest row is done (kept as the benchmark's baseline).
+        `prefill_tokens` bounds the prompt tokens (prompts x their bucket) of one continuous prefill (0: none)."""
         if engine not in ENGINES:
             raise ValueError(f"sampler engine {engine!r}; choose from {ENGINES}")
         self.engine = engine
         self.model, self.tokenizer = model, tokenizer
         self.cache_dtype = cache_dtype or model.cfg.compute_dtype
-        self.max_rows, self.kv_cache_gib = max_rows, kv_cache_gib
+        self.max_rows, self.kv_cache_gib, self.prefill_tokens = max_rows, kv_cache_gib, prefill_tokens
         special = {getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)}
         self.default_stop_ids = tuple(sorted(special - {None}))
 
