@@ -7,6 +7,33 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+# The fast tier (`-m "not slow and not e2e"`) should stay a few minutes; the summary names its creepers.
+FAST_TIER_LIMIT_S = 5.0
+_FAST_TIER_IDS: set[str] = set()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") is None and item.get_closest_marker("e2e") is None:
+            _FAST_TIER_IDS.add(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Lists fast-tier tests whose call took over FAST_TIER_LIMIT_S: a report only, never a failure."""
+    slow = sorted(
+        (
+            (r.duration, r.nodeid)
+            for reports in terminalreporter.stats.values()
+            for r in reports
+            if getattr(r, "when", None) == "call" and r.nodeid in _FAST_TIER_IDS and r.duration > FAST_TIER_LIMIT_S
+        ),
+        reverse=True,
+    )
+    if slow:
+        terminalreporter.write_sep("=", f"fast-tier tests over {FAST_TIER_LIMIT_S:g} s (mark them slow or e2e?)")
+        for duration, nodeid in slow:
+            terminalreporter.write_line(f"{duration:7.2f}s {nodeid}")
+
 
 def _save_tiny(path, kind: str, tied: bool):
     import torch

@@ -180,6 +180,7 @@ def test_relative_directory_is_made_absolute(tmp_path, monkeypatch):
     np.testing.assert_array_equal(restored["w"], state["w"])
 
 
+@pytest.mark.slow  # restores a whole learner state and compiles an update
 def test_a_checkpoint_written_before_the_step_became_functions_restores(tmp_path):
     """tests/data/checkpoint_909fe96 was written by `SelfPlay.state()` at commit 909fe96 (the script beside it:
     tiny-qwen2, one update on two rollouts, one task added to the buffers). Today's learner restores it into

@@ -15,6 +15,8 @@ from azr_jax.model import make_mesh, positions_from_mask
 PROMPTS = ["def fibonacci(n):", "The capital of France is", "Write a Python function that reverses a string.\n"]
 MODELS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"]
 
+pytestmark = pytest.mark.slow  # real models in transformers and here: a minute or more each
+
 
 @pytest.fixture(scope="module", params=MODELS)
 def pair(request, embedded_model_dir):

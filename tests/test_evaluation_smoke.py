@@ -3,7 +3,11 @@ benchmark with local data, few new tokens. Checks the outputs' structure, not th
 
 import json
 
+import pytest
+
 from azr_jax.evaluation import benchmarks as B
+
+pytestmark = pytest.mark.e2e  # the evaluation CLI on a real model
 
 LOCAL = [n for n, b in B.BENCHMARKS.items() if b.file or n == "humaneval"]
 

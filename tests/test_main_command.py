@@ -9,6 +9,10 @@ import math
 import os
 import subprocess
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # the whole main command on the real 0.5B model: minutes
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TOY = {

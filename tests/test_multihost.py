@@ -30,6 +30,8 @@ COMMON = [
 ]
 TIMEOUT = 600
 
+pytestmark = pytest.mark.e2e  # every test starts fresh processes; the runs take minutes
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -30,6 +30,7 @@ def planned():
     return planner.plan(c, devices, platform, chip, log=lambda s: None), c
 
 
+@pytest.mark.slow  # `planned` compiles every function of a step for 8 devices
 def test_every_function_of_a_step_is_planned_as_the_continuous_engine_runs_it(planned):
     p, c = planned
     rows = {r.function: r for r in p.rows}
@@ -56,6 +57,7 @@ def test_every_function_of_a_step_is_planned_as_the_continuous_engine_runs_it(pl
     assert rows["optimiser step"].kv_cache == 0
 
 
+@pytest.mark.slow
 def test_the_roofline_multiplies_one_layer_by_the_layers_and_steps_by_their_count(planned):
     """The prefill's FLOPs per device against the formula (one layer costed by the compiler x layers + the
     logits + attention by formula), the decode phase's time = one step's cost x its step count."""
@@ -74,6 +76,7 @@ def test_the_roofline_multiplies_one_layer_by_the_layers_and_steps_by_their_coun
     assert [x.measured_as for x in p.step] == ["time/propose"] * 2 + ["time/solve_sample"] * 2 + ["time/update"] * 2
 
 
+@pytest.mark.slow
 def test_verdicts_name_the_largest_consumer_and_end_in_one_machine_readable_line(planned):
     p, c = planned
     fits, text = planner.report(p, c, capacity=2**40, headroom=0.9, steps=500)
@@ -96,6 +99,7 @@ def test_verdicts_name_the_largest_consumer_and_end_in_one_machine_readable_line
     assert not fits and ">5.00" in text and "largest consumer: temporaries" in text
 
 
+@pytest.mark.slow
 def test_measured_times_stand_beside_the_estimate(planned, tmp_path):
     p, c = planned
     path = tmp_path / "metrics.jsonl"

@@ -217,6 +217,7 @@ def test_png_decoder_reads_every_filter():
     assert np.array_equal(png_pixels(png), pixels)
 
 
+@pytest.mark.e2e  # the page in headless Chromium
 def test_the_page_of_a_synthetic_run_in_chromium(synthetic, browser):
     workdir, records, summary = synthetic
     valid = [r for r in records if r["valid"]]
@@ -372,6 +373,7 @@ def test_trends_count_distinct_programs_and_mean_pairwise_distance():
     ]
 
 
+@pytest.mark.e2e  # train() for 2 steps, then the page in headless Chromium
 def test_the_report_of_a_tiny_real_run(tmp_path, browser):
     from azr_jax.trainer import train
     from experiments.tiny import get_config
@@ -434,6 +436,7 @@ def test_cli_names_a_corrupt_line_and_skips_a_cut_last_one(tmp_path):
     assert r.returncode == 2 and f"{metrics}:2: not a record" in r.stderr
 
 
+@pytest.mark.e2e  # the page in headless Chromium
 def test_a_run_without_proposals_gets_curves_and_says_there_is_no_map(tmp_path, browser):
     run = tmp_path / "run"
     write_run(str(run), n=20)
@@ -446,6 +449,7 @@ def test_a_run_without_proposals_gets_curves_and_says_there_is_no_map(tmp_path, 
     page.close()
 
 
+@pytest.mark.e2e  # the page in headless Chromium
 def test_zero_valid_proposals_say_so(tmp_path, browser):
     run = tmp_path / "run"
     records = [r for r in write_run(str(run), n=40) if not r["valid"]]

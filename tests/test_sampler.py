@@ -125,6 +125,7 @@ def test_stop_tokens_and_strings_end_sequences(tiny):
     assert not cut.tokens[1, cut.lengths[1] :].any()
 
 
+@pytest.mark.slow  # another model and sampler compiled on the 8-device mesh
 def test_sharded_mesh_gives_the_same_tokens(tiny_checkpoints, tiny):
     _, _, sampler = tiny
     params = SamplingParams(max_new_tokens=16, stop_token_ids=())
@@ -137,6 +138,7 @@ def test_sharded_mesh_gives_the_same_tokens(tiny_checkpoints, tiny):
     assert model.q[...].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
 
 
+@pytest.mark.slow  # the static engine compiled again for each split's shape
 def test_static_calls_are_split_under_the_row_and_kv_cache_bounds(tiny):
     """Static engine: a request over `max_rows` / `kv_cache_gib` is sampled in several calls: greedy rows are
     unchanged, sampled ones reproducible, the n samples of a prompt stay together, and a bound below one
@@ -182,6 +184,7 @@ class ByteLevelTokenizer(ByteTokenizer):
         return [alphabet[i] for i in ids]
 
 
+@pytest.mark.slow  # both engines at several slot counts: one compile each
 def test_continuous_batching_matches_the_static_engine_whatever_the_slots(tiny):
     """Slots refilled from the queue: greedy tokens are the static engine's; sampled tokens depend on the key
     and the request only, not on how many slots there are (so not on which slot a row lands in)."""
@@ -209,6 +212,7 @@ def test_continuous_batching_matches_the_static_engine_whatever_the_slots(tiny):
         Sampler(model, ByteTokenizer(), max_rows=1).generate(prompts, sampled)
 
 
+@pytest.mark.slow  # both engines and two row bounds, each compiled for its own shapes
 def test_identical_prompts_share_one_prefill(tiny, monkeypatch):
     """Repeats of a prompt (a task's learnability rollouts and its solver prompt) form one request: one
     prefill row, its cache copied to each repeat's slot. Rows keep their own randomness, so the result is the

@@ -71,6 +71,7 @@ def _step(model, batch, microbatch, lr=1e-2, entropy_coef=0.0):
     return nnx.merge(graphdef, params), jax.device_get(metrics)
 
 
+@pytest.mark.slow  # compiles the accumulation for two microbatch shapes
 def test_gradient_accumulation_equals_the_full_batch(model):
     batch = _batch(advantage=1.0)
     batch["advantages"][0] *= -2.0
@@ -115,6 +116,7 @@ def test_logprobs_and_entropy_are_of_the_tempered_distribution(model):
         UpdateConfig(temperature=0.0)
 
 
+@pytest.mark.slow  # a model of its own and two updates, per dtype
 @pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
 def test_recomputed_old_logprobs_make_the_ratio_one(compute_dtype):
     """recompute_old_logprobs: pi_old is the training forward pass itself (no gradient), so the one update of a
@@ -150,6 +152,7 @@ def test_recomputed_old_logprobs_make_the_ratio_one(compute_dtype):
     np.testing.assert_allclose(grad, grad_given, atol=tol)
 
 
+@pytest.mark.slow  # one compile per packed microbatch shape
 def test_packed_microbatches_give_the_update_of_one_padded_batch(model):
     """pack_rows cuts rows of mixed lengths into short microbatches (grouped by prompt bucket, responses
     bucketed to their longest): the optimiser step is the one of a single batch padded to the longest."""
@@ -206,6 +209,7 @@ def test_prompt_buckets_step_by_half_octaves():
     assert prompt_bucket(100, 64) == 128 and prompt_bucket(65, 64) == 96
 
 
+@pytest.mark.slow  # a model and an update of its own on the 8-device mesh
 def test_optimizer_state_and_gradients_are_sharded_like_the_parameters():
     """AdamW's moments and the gradient accumulator are sharded like the parameters (not replicated), also after
     an update step with its microbatches split over the batch axes."""
