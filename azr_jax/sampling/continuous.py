@@ -117,12 +117,16 @@ def _insert(
     c = slots.cache
     row_valid = jnp.zeros((r, shape.cache_len), bool).at[:, :p].set(valid[src])
     put = lambda x, value: x.at[where].set(value, mode="drop")  # noqa: E731
-    cache = KVCache(
-        c.k.at[:, where, :, :p, :].set(k[:, src].swapaxes(2, 3).astype(c.k.dtype), mode="drop"),
-        c.v.at[:, where, :, :p, :].set(v[:, src].swapaxes(2, 3).astype(c.v.dtype), mode="drop"),
-        put(c.valid, row_valid),
-        put(c.index, p),
-    )
+    # Each slot takes its prompt's keys and values or keeps its own: a select over the slot axis, where a scatter
+    # at traced slots would make XLA gather every device's share of the batch-sharded cache (the whole cache).
+    slot_row = jnp.full((shape.slots,), r, jnp.int32).at[where].set(jnp.arange(r, dtype=jnp.int32), mode="drop")
+    fills, prompt_of_slot = slot_row < r, src[jnp.minimum(slot_row, r - 1)]
+
+    def place(cache, new):  # cache [layers, S, K, C, D]; new [layers, u, p, K, D]
+        mine = constrain(new[:, prompt_of_slot].swapaxes(2, 3).astype(cache.dtype), KVCache.logical_axes().k)
+        return cache.at[:, :, :, :p, :].set(jnp.where(fills[None, :, None, None, None], mine, cache[:, :, :, :p, :]))
+
+    cache = KVCache(place(c.k, k), place(c.v, v), put(c.valid, row_valid), put(c.index, p))
     first = lambda x, dtype: jnp.zeros((r, st.max_new_tokens), dtype).at[:, 0].set(x)  # noqa: E731
     return _constrain(
         _Slots(
