@@ -93,6 +93,7 @@ def test_advantage_sign_moves_logprobs_the_right_way(model, sign):
     assert change * sign > 0
 
 
+@pytest.mark.slow  # the update compiled again, with an entropy term
 def test_non_finite_update_is_skipped(model):
     batch = _batch()
     batch["advantages"][0, 0] = np.nan
