@@ -1,4 +1,5 @@
-"""Shared fixtures: 8 host devices for mesh tests, tiny random HF checkpoints, the embedded real models."""
+"""Shared fixtures: 8 host devices for mesh tests, tiny random HF checkpoints, the embedded real models; the fast
+tier's report of its slow tests."""
 
 import os
 
