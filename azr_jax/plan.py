@@ -1,17 +1,22 @@
-"""Will a config fit the slice it is meant for? Find out on a laptop, before reserving the pod.
+"""Will a config fit the slice it is meant for, and how long will it take? Find out on a laptop, before
+reserving the pod.
 
     python -m azr_jax.plan --config=experiments/azr_14b.py --topology=v5p:2x4x4
     bash launch/plan.sh experiments/azr_14b.py v5p:2x4x4      # sets up libtpu for TPU topologies first
 
-Every jitted function of one self-play step is compiled ahead of time for the target devices, at its
-largest shapes, with abstract weights (shapes and shardings from the config's preset, its checkpoint's
-config.json, or the preset named like the checkpoint directory; nothing is read or allocated): the
-proposer / solver sampler call (all prompts of a phase at the longest prompt bucket and the full response
-length), the learnability call (every proposal valid, n rollouts each, split under `sampling.max_rows` /
-`kv_cache_gib` as the sampler splits it), the validation call, the update's gradient microbatch (longest
-prompt and response buckets) and the optimiser step. XLA's buffer assignment gives each program's peak
-per chip; the state that stays on the device between programs (fp32 parameters, AdamW moments, the gradient
-accumulator during the update) is added where the program does not already take it as an argument.
+Memory: every program of one self-play step is compiled ahead of time for the target devices, at its largest
+shapes, with abstract weights (shapes and shardings from the config's preset, its checkpoint's config.json, or
+the preset named like the checkpoint directory; nothing is read or allocated), as the run uses it: the
+sampling engine's programs for the proposer call, the learnability + solve call (every proposal valid) and
+validation (the continuous engine: the prefill into the slots and the decode loop, at the slot count the
+sampler's bounds give), the update's gradient microbatch (longest prompt and response buckets) and the
+optimiser step. XLA's buffer assignment gives each program's peak per chip; the state that stays on the device
+between programs (fp32 parameters, AdamW moments, the gradient accumulator during the update) is added where
+the program does not already take it as an argument.
+
+Time: a lower bound per phase at the chip's roofline (`roofline.py`), from the compiler's cost of loop-free
+pieces (one decoder layer, the logits, the optimiser step) times their trip counts, and attention by formula;
+the token counts it assumes are printed with it (WORKSPACE.md, "Planning a run").
 
 Topologies: `cpu:N` (N host devices), or a TPU slice as libtpu names it: `v5p:2x4x4`, `v4:4x4x4`,
 `v5e:4x8`, `v6e:4x8` (TPU targets need libtpu, which launch/plan.sh installs outside the run environment).
@@ -148,6 +153,27 @@ def _program_peak(lowered, arguments: int) -> tuple[int, int, bool]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Target:
+    """What the planning of each program reads: the config, the model as the target resolves it, its mesh and
+    chip, abstract parameters, a sampler over them (its bounds), and the per-chip bytes of the resident state."""
+
+    config: object
+    cfg: object  # ModelConfig, attention and decode loop resolved for the target
+    mesh: object
+    split: int  # ways the batch axes split rows
+    chip: object  # roofline.Chip
+    graphdef: object
+    params: object  # abstract, sharded
+    sampler: object
+    key: object  # abstract replicated PRNG key
+    replicated: object
+    p_bytes: int
+    o_bytes: int
+    resident: int  # state on the device that a sampler program does not take: optimiser state, KL reference
+    log: object
+
+
+@dataclasses.dataclass(frozen=True)
 class SamplerCall:
     """One sampler call of a step as the planner sees it: distinct prompts (one prefill each), rows (samples)
     and the token budget."""
@@ -198,7 +224,7 @@ def _kv_bytes(cfg, rows: int, length: int, dtype, mesh) -> int:
     )
 
 
-def _plan_continuous(ctx, call: SamplerCall) -> list[Row]:
+def _plan_continuous(ctx: Target, call: SamplerCall) -> list[Row]:
     """The continuous engine's two programs at a call's largest shapes: the prefill of a full batch of distinct
     prompts into every slot (`continuous._insert`; later inserts are smaller) and the decode loop over the
     slots (`continuous._decode`). Stop strings are left out (their automaton tables are a few KiB)."""
@@ -237,7 +263,7 @@ def _plan_continuous(ctx, call: SamplerCall) -> list[Row]:
     return out
 
 
-def _plan_static(ctx, call: SamplerCall) -> list[Row]:
+def _plan_static(ctx: Target, call: SamplerCall) -> list[Row]:
     """The static engine (`sampling.engine="static"`): one `_generate` program per call of `rows_per_call` rows;
     learnability's N samples of a prompt as its n."""
     import jax
@@ -280,8 +306,6 @@ def default_assumptions(config) -> Assumptions:
 def plan(config, devices, platform: str, chip, assumptions: Assumptions | None = None, log=print) -> Plan:
     """Compiles the step's functions for `devices`: one Row of memory per function, and the step's phases at
     the roofline of `chip` (a `roofline.Chip`)."""
-    import types
-
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -310,7 +334,7 @@ def plan(config, devices, platform: str, chip, assumptions: Assumptions | None =
     grads = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding), params)
     ref = params if config.loss.kl_coef else None
     replicated = NamedSharding(mesh, P())
-    p_bytes, o_bytes, g_bytes = _nbytes(params), _nbytes(opt_state), _nbytes(grads)
+    p_bytes, o_bytes = _nbytes(params), _nbytes(opt_state)
     r_bytes = p_bytes if ref is not None else 0
     log(
         f"plan: {cfg.num_params / 1e9:.2f}B parameters ({cfg.param_dtype} masters, {cfg.compute_dtype} compute, "
@@ -329,21 +353,19 @@ def plan(config, devices, platform: str, chip, assumptions: Assumptions | None =
     rows = []
     with jax.set_mesh(mesh):
         key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=replicated)
-        ctx = types.SimpleNamespace(
-            config=config, cfg=cfg, mesh=mesh, graphdef=graphdef, params=params, sampler=sampler, key=key,
-            replicated=replicated, p_bytes=p_bytes, o_bytes=o_bytes, resident=o_bytes + r_bytes, log=log,
-            split=batch_split(mesh), chip=chip,
+        ctx = Target(
+            config, cfg, mesh, batch_split(mesh), chip, graphdef, params, sampler, key, replicated,
+            p_bytes, o_bytes, o_bytes + r_bytes, log,
         )
         plan_call = _plan_continuous if config.sampling.engine == "continuous" else _plan_static
         for call in sampler_calls(config):
             rows += plan_call(ctx, call)
         rows += _plan_update(config, mesh, graphdef, params, opt_state, grads, ref, optimizer, log)
-        ctx.optimiser_step = rows[-1].lowered
         log("plan: costing one layer, the logits and attention of each phase for the roofline")
-        a = assumptions or default_assumptions(config)
-        phases = roofline_phases(ctx, a)
+        phases = roofline_phases(ctx, assumptions or default_assumptions(config), optimiser_step=rows[-1].lowered)
     step = [x for x in phases if not x.name.startswith("validation")]
-    return Plan(rows, step, [x for x in phases if x.name.startswith("validation")], len(devices), chip, a)
+    validation = [x for x in phases if x.name.startswith("validation")]
+    return Plan(rows, step, validation, len(devices), chip, assumptions or default_assumptions(config))
 
 
 def _plan_update(config, mesh, graphdef, params, opt_state, grads, ref, optimizer, log) -> list[Row]:
@@ -373,7 +395,9 @@ def _plan_update(config, mesh, graphdef, params, opt_state, grads, ref, optimize
     }
     scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))
     log(f"plan: compiling update microbatch ({mb} rows x {p}+{r} tokens)")
-    lowered = accumulate_gradients.lower(graphdef, params, grads, arrays, scalar, config=uc, prompt_len=p, ref_params=ref)
+    lowered = accumulate_gradients.lower(
+        graphdef, params, grads, arrays, scalar, config=uc, prompt_len=p, ref_params=ref
+    )
     peak, temps, ok = _program_peak(lowered, p_bytes + g_bytes + r_bytes)
     trained = (2 if config.train_proposer else 1) * len(config.task_types) * config.batch_size
     out = [Row("update microbatch", f"{mb} rows x {p}+{r}, {-(-trained // mb)} of them", p_bytes, o_bytes, 0, temps,
@@ -411,7 +435,14 @@ def _padded(rows: int, split: int) -> int:
     return -(-rows // split) * split
 
 
-def _dense_layer(ctx, tokens: int, grad: bool):
+def _token_rows(ctx: Target, rows: int, e: int):
+    """Tokens as rows [rows, 1, e], split over the batch axes as the run splits its rows."""
+    from azr_jax.model import logical_sharding
+
+    return logical_sharding(("batch", None, None), ctx.mesh, (rows, 1, e))
+
+
+def _dense_layer(ctx: Target, tokens: int, grad: bool):
     """One decoder layer's dense work (projections, MLP, norms, rotary: all but attention over other tokens) on
     `tokens` tokens, compiled for the target, as [tokens, 1]: its attention covers the token itself only, and
     nothing in it is a loop, so the compiler's cost is the whole of it. With `grad`, forward and backward."""
@@ -434,9 +465,7 @@ def _dense_layer(ctx, tokens: int, grad: bool):
             )
     rows = _padded(tokens, ctx.split)
     e = cfg.hidden_size
-    x = jax.ShapeDtypeStruct(
-        (rows, 1, e), jnp.dtype(cfg.compute_dtype), sharding=logical_sharding(("batch", None, None), ctx.mesh, (rows, 1, e))
-    )
+    x = jax.ShapeDtypeStruct((rows, 1, e), jnp.dtype(cfg.compute_dtype), sharding=_token_rows(ctx, rows, e))
     batch = logical_sharding(("batch", None), ctx.mesh, (rows, 1))
     positions = jax.ShapeDtypeStruct((rows, 1), jnp.int32, sharding=batch)
     valid = jax.ShapeDtypeStruct((rows, 1), jnp.bool_, sharding=batch)
@@ -451,18 +480,14 @@ def _dense_layer(ctx, tokens: int, grad: bool):
     return jax.jit(backward if grad else forward).lower(x, weights, positions, valid).compile()
 
 
-def _logits(ctx, rows: int, grad: bool):
+def _logits(ctx: Target, rows: int, grad: bool):
     """The output projection of `rows` tokens (with `grad`: and its backward, as the update's loss needs)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from azr_jax.model import logical_sharding
-
     rows, e = _padded(rows, ctx.split), ctx.cfg.hidden_size
-    h = jax.ShapeDtypeStruct(
-        (rows, 1, e), jnp.dtype(ctx.cfg.compute_dtype), sharding=logical_sharding(("batch", None, None), ctx.mesh, (rows, 1, e))
-    )
+    h = jax.ShapeDtypeStruct((rows, 1, e), jnp.dtype(ctx.cfg.compute_dtype), sharding=_token_rows(ctx, rows, e))
 
     def logits(state, h):
         return nnx.merge(ctx.graphdef, state).logits(h)
@@ -473,7 +498,7 @@ def _logits(ctx, rows: int, grad: bool):
     return jax.jit(backward if grad else logits).lower(ctx.params, h).compile()
 
 
-def _attention(ctx, queries: float, visible: float, kv_read_tokens: float = 0.0):
+def _attention(ctx: Target, queries: float, visible: float, kv_read_tokens: float = 0.0):
     """Attention over other tokens, per device, by formula (`roofline.attention_flops`): its kernels (splash,
     cuDNN) and loops (blockwise, decode over the cache) are not costed by the compiler. `kv_read_tokens`: cache
     tokens read from memory (decoding reads each row's filled cache every step)."""
@@ -488,7 +513,7 @@ def _attention(ctx, queries: float, visible: float, kv_read_tokens: float = 0.0)
     return roofline.Cost(flops=flops, bytes=read)
 
 
-def _phase(ctx, name, work, per_call, calls, measured_as) -> Phase:
+def _phase(ctx: Target, name, work, per_call, calls, measured_as) -> Phase:
     from azr_jax import roofline
 
     total = per_call * calls
@@ -496,7 +521,7 @@ def _phase(ctx, name, work, per_call, calls, measured_as) -> Phase:
     return Phase(name, work, per_call, calls, seconds, bound, measured_as)
 
 
-def _sampling_phases(ctx, call: SamplerCall, a: Assumptions) -> list[Phase]:
+def _sampling_phases(ctx: Target, call: SamplerCall, a: Assumptions) -> list[Phase]:
     """A sampler call as the continuous engine runs it: one prefill per distinct prompt (at its bucket), then
     decode steps that keep the slots full: rows x mean response / slots steps (a lower bound: the tail, when
     fewer rows than slots are left, is not counted). Layers are a loop: one layer is costed and multiplied by
@@ -525,11 +550,12 @@ def _sampling_phases(ctx, call: SamplerCall, a: Assumptions) -> list[Phase]:
     measured = {"propose": "time/propose", "validation": ""}.get(call.name, "time/solve_sample")
     return [
         _phase(ctx, f"{call.name}: prefill", f"{call.prompts} prompts x {p} tokens", prefill, 1, measured),
-        _phase(ctx, f"{call.name}: decode", f"{slots} slots, {steps:.0f} steps of {call.rows} rows", step, steps, measured),
+        _phase(ctx, f"{call.name}: decode", f"{slots} slots, {steps:.0f} steps of {call.rows} rows", step, steps,
+               measured),
     ]
 
 
-def _update_phases(ctx, a: Assumptions) -> list[Phase]:
+def _update_phases(ctx: Target, a: Assumptions, optimiser_step) -> list[Phase]:
     """The update: forward and backward of every trained token (proposer and solver responses with their
     prompts), in microbatches; with remat="full" the forward runs again in the backward. Then one AdamW step."""
     from azr_jax import roofline
@@ -551,7 +577,7 @@ def _update_phases(ctx, a: Assumptions) -> list[Phase]:
         + _attention(ctx, tokens, (length + 1) / 2) * (3 + again)
     )
     microbatches = -(-rows // mb)
-    step = roofline.cost_of(ctx.optimiser_step.compile())
+    step = roofline.cost_of(optimiser_step.compile())
     return [
         _phase(ctx, "update: microbatches", f"{microbatches} x {mb} rows of {length:.0f} tokens", per_mb,
                microbatches, "time/update"),
@@ -559,19 +585,18 @@ def _update_phases(ctx, a: Assumptions) -> list[Phase]:
     ]
 
 
-def roofline_phases(ctx, a: Assumptions) -> list[Phase]:
-    """Every phase of one step at the roofline (validation separately: it runs every eval.every_steps)."""
+def roofline_phases(ctx: Target, a: Assumptions, optimiser_step) -> list[Phase]:
+    """Every phase of one step at the roofline, validation's too (it runs every eval.every_steps)."""
     phases = []
     for call in sampler_calls(ctx.config):
         phases += _sampling_phases(ctx, call, a)
-    return phases + _update_phases(ctx, a)
+    return phases + _update_phases(ctx, a, optimiser_step)
 
 
 def _columns(table: list[tuple], left: int) -> list[str]:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    lines = [
-        "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in table
-    ]
+    align = lambda i, c, w: c.ljust(w) if i < left else c.rjust(w)  # noqa: E731
+    lines = ["  ".join(align(i, c, w) for i, (c, w) in enumerate(zip(x, widths))) for x in table]
     lines.insert(1, "-" * len(lines[0]))
     return lines
 
@@ -632,7 +657,8 @@ def time_table(p: Plan, measured: dict[str, float] | None = None) -> list[str]:
         table.append(line)
     chip = p.chip
     return _columns(table, 2) + [
-        f"(per device, at {chip.name}'s {chip.peak_flops / 1e12:.3g} TFLOP/s and {chip.hbm_bytes_per_s / 1e9:.3g} GB/s: "
+        f"(per device, at {chip.name}'s {chip.peak_flops / 1e12:.3g} TFLOP/s and "
+        f"{chip.hbm_bytes_per_s / 1e9:.3g} GB/s: "
         f"{chip.source}; layers costed once by the compiler and multiplied by their number, attention by formula;",
         f" assumed: prompts of {p.assumptions.prompt_tokens} tokens at their bucket, responses of "
         f"{p.assumptions.response_tokens:.0f} tokens on average (validation {p.assumptions.eval_response_tokens:.0f}), "

@@ -53,7 +53,8 @@ def test_every_function_of_a_step_is_planned_as_the_continuous_engine_runs_it(pl
         assert r.compiled and r.params == params and r.opt_state == 2 * params + 4  # mu, nu and the step count
         assert r.peak >= r.params + r.opt_state + r.temporaries
     # KV cache of the slots, per device: 16 slots over 8 devices, layers x (k, v) x kv heads x head dim x 1040 slots
-    assert rows["learnability + solve: decode"].kv_cache == 2 * cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * 1040 * 4
+    per_slot = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 1040 * 4
+    assert rows["learnability + solve: decode"].kv_cache == 2 * per_slot
     assert rows["optimiser step"].kv_cache == 0
 
 

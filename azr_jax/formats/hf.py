@@ -17,7 +17,7 @@ import jax
 import ml_dtypes
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 from safetensors.numpy import save_file
 
 from azr_jax import distributed, storage
