@@ -242,6 +242,7 @@ def test_identical_prompts_share_one_prefill(tiny, monkeypatch):
     assert not (runs[0].tokens[0] == runs[0].tokens[4]).all()  # a repeat is another sample, not a copy
 
 
+@pytest.mark.slow  # the prefill compiled for groups of 8, 2 and 1 prompts
 def test_prefill_tokens_bound_each_prefill_and_change_no_sample(tiny, monkeypatch):
     """sampling.prefill_tokens: the prompts joining at once are prefilled in groups of at most that many tokens
     (prompts x their bucket, a power of two of prompts), and the samples are those of one big prefill."""
