@@ -12,16 +12,13 @@ if [ $# -lt 2 ]; then
   exit 2
 fi
 config=$1; topology=$2; shift 2
-bash launch/setup.sh >/dev/null
+if [[ "$topology" != cpu:* ]]; then
+  bash launch/setup.sh --libtpu >/dev/null
+else
+  bash launch/setup.sh >/dev/null
+fi
 . .venv/bin/activate
 if [[ "$topology" != cpu:* ]]; then
-  stamp=".venv-libtpu/.stamp-$(sha256sum requirements-plan.txt | cut -c1-16)"
-  if [ ! -f "$stamp" ]; then
-    echo "plan.sh: installing libtpu into .venv-libtpu"
-    rm -rf .venv-libtpu
-    PIP_DISABLE_PIP_VERSION_CHECK=1 pip install -q --no-deps --target .venv-libtpu -r requirements-plan.txt
-    touch "$stamp"
-  fi
   # The compiler runs here; no TPU is opened (JAX_PLATFORMS=cpu), libtpu only describes and compiles for the slice.
   export PYTHONPATH="$PWD/.venv-libtpu${PYTHONPATH:+:$PYTHONPATH}" JAX_PLATFORMS=cpu TPU_SKIP_MDS_QUERY=1
   # Quiets libtpu's start-up probing for a real TPU VM (the slice itself comes from --topology).

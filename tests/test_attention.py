@@ -191,6 +191,7 @@ def test_splash_in_pallas_interpreter():
     _check_parity(fn, 2, 128, 4, 2, 16, [0, 37])
 
 
+@pytest.mark.slow
 def test_model_with_blockwise_attention_equals_plain_attention_with_and_without_a_cache():
     """Through the whole model: training logits and parameter gradients with `attention="blockwise"` equal the
     plain attention's; prefill into a cache (new tokens only, blockwise) gives the logits and the cache of the

@@ -55,7 +55,7 @@ print(json.dumps({"kinds": kinds, "flops": flops}))
 """
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(LIBTPU, "libtpu")), reason="no .venv-libtpu (launch/plan.sh)")
+@pytest.mark.slow
 def test_libtpu_kinds_are_in_the_table_and_its_cost_analysis_is_per_device_with_loops_once():
     """The device kinds of abstract TPU topologies, and TPU v5p's cost analysis: a scan of 4 or 16
     matmuls costs one, and a matmul with rows split over 4 chips costs a quarter."""

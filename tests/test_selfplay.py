@@ -237,6 +237,7 @@ def _metric_lines(workdir):
     return [{k: v for k, v in m.items() if not k.startswith(("time/", "tokens_per_second"))} for m in lines]
 
 
+@pytest.mark.e2e
 def test_tiny_runs_and_resume_after_a_kill_is_identical(tmp_path):
     """4 steps straight == 2 steps, SIGTERM (preemption: save and exit), then 2 resumed steps."""
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
@@ -267,6 +268,7 @@ def test_tiny_runs_and_resume_after_a_kill_is_identical(tmp_path):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.e2e
 def test_checkpoint_every_steps_zero_saves_nothing_and_one_step_gets_a_single_table(tmp_path):
     config = tiny_config(total_steps=1, checkpoint_every_steps=0, export_hf_at_end=False)
     config.eval.every_steps = 0
@@ -308,6 +310,7 @@ def test_over_long_prompts_are_dropped_and_counted(scripted_step):
     assert result.metrics["prompt_too_long/total"] == 0.0  # the scripted step itself dropped nothing
 
 
+@pytest.mark.slow
 def test_update_with_empty_groups_is_finite(scripted_step):
     import jax.numpy as jnp
 
@@ -453,6 +456,7 @@ def test_stop_string_skips_tags_quoted_while_thinking(scripted_step):
     assert chat.end(quoted + " more") < len(quoted)  # so the first closed answer, even in the thinking, ends it
 
 
+@pytest.mark.slow
 def test_tiny_bf16_recomputed_old_logprobs_give_ratio_one():
     """bf16 compute and cache, temperature 0.7, loss.recompute_old_logprobs: the first update sees ratio 1."""
     config = tiny_config(
