@@ -30,6 +30,7 @@ import math
 import os
 import re
 import sys
+import time
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -39,7 +40,12 @@ _TOPOLOGY = flags.DEFINE_string("topology", None, "cpu:N, or a TPU topology such
 _HEADROOM = flags.DEFINE_float("headroom", 0.9, "fits when every peak is at most this fraction of a chip's memory")
 _HBM_GIB = flags.DEFINE_float("hbm_gib", 0.0, "memory per chip in GiB (default: the chip's HBM; cpu: RAM / N)")
 
-_PROMPT = flags.DEFINE_integer("prompt_tokens", 0, "assumed prompt length for the time (0: max_prompt_tokens)")
+_PROPOSER_PROMPT = flags.DEFINE_integer(
+    "proposer_prompt_tokens", 0, "assumed proposer prompt length for the time (0: max_prompt_tokens)"
+)
+_SOLVER_PROMPT = flags.DEFINE_integer(
+    "solver_prompt_tokens", 0, "assumed solver (and validation) prompt length for the time (0: max_prompt_tokens)"
+)
 _RESPONSE = flags.DEFINE_float(
     "response_tokens", 0.0, "assumed mean response length for the time (0: half of max_response_tokens)"
 )
@@ -124,6 +130,7 @@ class Row:
     peak: int
     compiled: bool = True  # False: the compiler ran out of memory; temporaries and peak are lower bounds
     lowered: object = dataclasses.field(default=None, repr=False)  # the lowered program (tests read its name)
+    compile_seconds: float = 0.0  # on this host: the run pays about as much the first time it meets the shape
 
 
 def _nbytes(tree) -> int:
@@ -136,9 +143,11 @@ def _nbytes(tree) -> int:
 _UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def _program_peak(lowered, arguments: int) -> tuple[int, int, bool]:
-    """(peak, temporaries, compiled) of a program per device. A TPU compile that runs out of HBM fails; its
-    message gives the temporaries needed, and the peak is then at least those plus the arguments."""
+def _program_peak(lowered, arguments: int) -> tuple[int, int, bool, float]:
+    """(peak, temporaries, compiled, seconds the compile took) of a program per device. A TPU compile that runs
+    out of HBM fails; its message gives the temporaries needed, and the peak is then at least those plus the
+    arguments."""
+    start = time.perf_counter()
     try:
         compiled = lowered.compile()
     except Exception as e:  # noqa: BLE001 - only the compiler's out-of-memory verdict is a result
@@ -146,10 +155,11 @@ def _program_peak(lowered, arguments: int) -> tuple[int, int, bool]:
         if not m:
             raise
         temps = int(float(m.group(1)) * _UNITS[m.group(2)])
-        return temps + arguments, temps, False
+        return temps + arguments, temps, False, time.perf_counter() - start
     ma = compiled.memory_analysis()
     own = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes + ma.temp_size_in_bytes
-    return max(getattr(ma, "peak_memory_in_bytes", 0) or 0, own), ma.temp_size_in_bytes, True
+    peak = max(getattr(ma, "peak_memory_in_bytes", 0) or 0, own)
+    return peak, ma.temp_size_in_bytes, True, time.perf_counter() - start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,14 +262,14 @@ def _plan_continuous(ctx: Target, call: SamplerCall) -> list[Row]:
     lowered = continuous._insert.lower(
         ctx.graphdef, ctx.params, device, tokens, valid, *per_row, ctx.key, None, shape=shape
     )
-    peak, temps, ok = _program_peak(lowered, ctx.p_bytes)
+    peak, temps, ok, secs = _program_peak(lowered, ctx.p_bytes)
     out.append(Row(f"{call.name}: prefill", f"{u} x {p} -> {slots} slots", ctx.p_bytes, ctx.o_bytes, kv, temps,
-                   peak + ctx.resident, ok, lowered=lowered))
+                   peak + ctx.resident, ok, lowered=lowered, compile_seconds=secs))
     ctx.log(f"plan: compiling {call.name}: decode ({slots} slots of {p} + {call.new_tokens} tokens)")
     lowered = continuous._decode.lower(ctx.graphdef, ctx.params, device, ctx.key, scalar(jnp.int32), None, shape=shape)
-    peak, temps, ok = _program_peak(lowered, ctx.p_bytes)
+    peak, temps, ok, secs = _program_peak(lowered, ctx.p_bytes)
     out.append(Row(f"{call.name}: decode", f"{slots} slots x {p}+{call.new_tokens}", ctx.p_bytes, ctx.o_bytes, kv,
-                   temps, peak + ctx.resident, ok, lowered=lowered))
+                   temps, peak + ctx.resident, ok, lowered=lowered, compile_seconds=secs))
     return out
 
 
@@ -282,10 +292,11 @@ def _plan_static(ctx: Target, call: SamplerCall) -> list[Row]:
     limits = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=logical_sharding(("batch",), ctx.mesh, (b,)))
     ctx.log(f"plan: compiling {call.name} ({b} prompts x {n} of {p} + {call.new_tokens} tokens)")
     lowered = _generate.lower(ctx.graphdef, ctx.params, tokens, valid, limits, ctx.key, static=ctx.sampler.static(s))
-    peak, temps, ok = _program_peak(lowered, ctx.p_bytes)
+    peak, temps, ok, secs = _program_peak(lowered, ctx.p_bytes)
     kv = _kv_bytes(ctx.cfg, b * n, p + call.new_tokens, ctx.sampler.cache_dtype, ctx.mesh)
     shape = f"{b * n} rows x {p}+{call.new_tokens}, {-(-call.prompts // per_call)} calls"
-    return [Row(call.name, shape, ctx.p_bytes, ctx.o_bytes, kv, temps, peak + ctx.resident, ok, lowered=lowered)]
+    row = Row(call.name, shape, ctx.p_bytes, ctx.o_bytes, kv, temps, peak + ctx.resident, ok, lowered, secs)
+    return [row]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,7 +311,8 @@ class Plan:
 
 def default_assumptions(config) -> Assumptions:
     """Prompts at max_prompt_tokens; responses half their maximum (sampled and trained)."""
-    return Assumptions(config.max_prompt_tokens, config.max_response_tokens / 2, config.eval.max_new_tokens / 2)
+    p = config.max_prompt_tokens
+    return Assumptions(p, p, config.max_response_tokens / 2, config.eval.max_new_tokens / 2)
 
 
 def plan(config, devices, platform: str, chip, assumptions: Assumptions | None = None, log=print) -> Plan:
@@ -398,14 +410,14 @@ def _plan_update(config, mesh, graphdef, params, opt_state, grads, ref, optimize
     lowered = accumulate_gradients.lower(
         graphdef, params, grads, arrays, scalar, config=uc, prompt_len=p, ref_params=ref
     )
-    peak, temps, ok = _program_peak(lowered, p_bytes + g_bytes + r_bytes)
+    peak, temps, ok, secs = _program_peak(lowered, p_bytes + g_bytes + r_bytes)
     trained = (2 if config.train_proposer else 1) * len(config.task_types) * config.batch_size
     out = [Row("update microbatch", f"{mb} rows x {p}+{r}, {-(-trained // mb)} of them", p_bytes, o_bytes, 0, temps,
-               peak + o_bytes, ok, lowered=lowered)]
+               peak + o_bytes, ok, lowered=lowered, compile_seconds=secs)]
     log("plan: compiling optimiser step")
     lowered = apply_gradients.lower(params, opt_state, grads, scalar, optimizer=optimizer)
-    peak, temps, ok = _program_peak(lowered, p_bytes + o_bytes + g_bytes)
-    out.append(Row("optimiser step", "AdamW", p_bytes, o_bytes, 0, temps, peak + r_bytes, ok, lowered=lowered))
+    peak, temps, ok, secs = _program_peak(lowered, p_bytes + o_bytes + g_bytes)
+    out.append(Row("optimiser step", "AdamW", p_bytes, o_bytes, 0, temps, peak + r_bytes, ok, lowered, secs))
     return out
 
 
@@ -426,9 +438,11 @@ class Phase:
 class Assumptions:
     """The token counts the time model rests on, stated in the printout."""
 
-    prompt_tokens: int  # every prompt's length before its bucket
+    proposer_prompt_tokens: int  # a proposer prompt's length before its bucket
+    solver_prompt_tokens: int  # a solver prompt's (learnability, solving, validation)
     response_tokens: float  # the mean response, sampled and trained
     eval_response_tokens: float
+    longest_response: float = 0.0  # a call decodes at least this many steps (its longest row); 0: the mean
 
 
 def _padded(rows: int, split: int) -> int:
@@ -530,7 +544,7 @@ def _sampling_phases(ctx: Target, call: SamplerCall, a: Assumptions) -> list[Pha
     from azr_jax.sampling import SamplingParams, continuous
 
     layers = ctx.cfg.num_layers
-    p = ctx.sampler.prompt_bucket(a.prompt_tokens)
+    p = ctx.sampler.prompt_bucket(a.proposer_prompt_tokens if call.name == "propose" else a.solver_prompt_tokens)
     mean = a.eval_response_tokens if call.name == "validation" else a.response_tokens
     s = SamplingParams(max_new_tokens=call.new_tokens, temperature=call.temperature)
     slots = continuous.slot_count(ctx.sampler, call.rows, ctx.sampler.prompt_bucket(ctx.config.max_prompt_tokens), s)
@@ -546,7 +560,8 @@ def _sampling_phases(ctx: Target, call: SamplerCall, a: Assumptions) -> list[Pha
         + roofline.cost_of(_logits(ctx, slots, grad=False))
         + _attention(ctx, slots, filled, kv_read_tokens=slots * filled)
     )
-    steps = max(mean, call.rows * mean / slots)
+    longest = mean if call.name == "validation" else max(mean, a.longest_response)
+    steps = max(longest, call.rows * mean / slots)
     measured = {"propose": "time/propose", "validation": ""}.get(call.name, "time/solve_sample")
     return [
         _phase(ctx, f"{call.name}: prefill", f"{call.prompts} prompts x {p} tokens", prefill, 1, measured),
@@ -564,7 +579,8 @@ def _update_phases(ctx: Target, a: Assumptions, optimiser_step) -> list[Phase]:
     c, layers = ctx.config, ctx.cfg.num_layers
     mb = update_config_from(c).microbatch_size
     rows = (2 if c.train_proposer else 1) * len(c.task_types) * c.batch_size
-    p = ctx.sampler.prompt_bucket(a.prompt_tokens)
+    solver_p = ctx.sampler.prompt_bucket(a.solver_prompt_tokens)
+    p = (ctx.sampler.prompt_bucket(a.proposer_prompt_tokens) + solver_p) / 2 if c.train_proposer else solver_p
     length = p + a.response_tokens
     tokens = int(mb * length)
     again = 1 if ctx.cfg.remat == "full" else 0
@@ -603,7 +619,7 @@ def _columns(table: list[tuple], left: int) -> list[str]:
 
 def memory_table(rows: list[Row], capacity: int) -> list[str]:
     gib = lambda x: f"{x / GIB:.2f}"  # noqa: E731
-    header = ("function", "shape", "params", "opt state", "KV cache", "temporaries", "peak", "HBM")
+    header = ("function", "shape", "params", "opt state", "KV cache", "temporaries", "peak", "HBM", "compile s")
     table = [header] + [
         (
             r.function,
@@ -614,6 +630,7 @@ def memory_table(rows: list[Row], capacity: int) -> list[str]:
             ("" if r.compiled else ">") + gib(r.temporaries),
             ("" if r.compiled else ">") + gib(r.peak),
             gib(capacity),
+            f"{r.compile_seconds:.1f}",
         )
         for r in rows
     ]
@@ -660,9 +677,11 @@ def time_table(p: Plan, measured: dict[str, float] | None = None) -> list[str]:
         f"(per device, at {chip.name}'s {chip.peak_flops / 1e12:.3g} TFLOP/s and "
         f"{chip.hbm_bytes_per_s / 1e9:.3g} GB/s: "
         f"{chip.source}; layers costed once by the compiler and multiplied by their number, attention by formula;",
-        f" assumed: prompts of {p.assumptions.prompt_tokens} tokens at their bucket, responses of "
+        f" assumed: proposer prompts of {p.assumptions.proposer_prompt_tokens} tokens and solver prompts of "
+        f"{p.assumptions.solver_prompt_tokens} at their buckets, responses of "
         f"{p.assumptions.response_tokens:.0f} tokens on average (validation {p.assumptions.eval_response_tokens:.0f}), "
-        "every proposal valid, decode slots kept full)",
+        + (f"the longest {p.assumptions.longest_response:.0f}, " if p.assumptions.longest_response else "")
+        + "every proposal valid, decode slots kept full)",
     ]
 
 
@@ -710,27 +729,34 @@ def report(p: Plan, config, capacity: int, headroom: float, steps: int, measured
     return False, "\n".join(lines + [verdict])
 
 
-def assumptions_from(config, measured_path: str | None, prompt_tokens: int = 0, response_tokens: float = 0.0):
-    """`default_assumptions` but for the given token counts; without `response_tokens`, a measured run's mean
-    response length (over its groups, weighted by their counts) when given."""
+def assumptions_from(
+    config, measured_path: str | None, proposer_prompt: int = 0, solver_prompt: int = 0, response_tokens: float = 0.0
+) -> Assumptions:
+    """`default_assumptions` but for the given token counts; from a measured run, when given, its mean response
+    length (over its groups, weighted by their counts; unless `response_tokens` is set) and its longest
+    response (a call decodes until its longest row is done)."""
     a = default_assumptions(config)
-    response = response_tokens
-    if measured_path and not response:
+    response, longest = response_tokens, 0.0
+    if measured_path:
         from azr_jax.records import read_jsonl
 
+        records = read_jsonl(measured_path)
         lengths = [
             (m[k], m.get(k.replace("response_length_mean", "count"), 1.0))
-            for m in read_jsonl(measured_path)
+            for m in records
             for k in m
             if k.endswith("/response_length_mean")
         ]
-        if lengths:
+        if lengths and not response:
             response = sum(x * n for x, n in lengths) / max(sum(n for _, n in lengths), 1.0)
+        longest = max([m[k] for m in records for k in m if k.endswith("/response_length_max")], default=0.0)
     return dataclasses.replace(
         a,
-        prompt_tokens=prompt_tokens or a.prompt_tokens,
+        proposer_prompt_tokens=proposer_prompt or a.proposer_prompt_tokens,
+        solver_prompt_tokens=solver_prompt or a.solver_prompt_tokens,
         response_tokens=response or a.response_tokens,
         eval_response_tokens=min(response or a.eval_response_tokens, config.eval.max_new_tokens),
+        longest_response=longest,
     )
 
 
@@ -745,7 +771,7 @@ def main(argv):
     try:
         devices, platform, chip = target_devices(_TOPOLOGY.value)
         measured = measured_seconds(_MEASURED.value) if _MEASURED.value else None
-        a = assumptions_from(config, _MEASURED.value, _PROMPT.value, _RESPONSE.value)
+        a = assumptions_from(config, _MEASURED.value, _PROPOSER_PROMPT.value, _SOLVER_PROMPT.value, _RESPONSE.value)
         p = plan(config, devices, platform, chip, a, log=lambda s: print(s, flush=True))
     except (PlanError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"plan: error: {e}", flush=True)
