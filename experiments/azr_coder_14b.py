@@ -5,7 +5,8 @@
     bash launch/tpu_vm.sh TPU_NAME ZONE experiments/azr_coder_14b.py gs://BUCKET/azr/azr_coder_14b   # every TPU VM worker
 
 Planned for the v5p-64 slice (`bash launch/plan.sh experiments/azr_coder_14b.py v5p:2x4x4`, mesh fsdp 8 x tensor 4): fits,
-peak 59.3 GiB of 95.7 GiB per chip, in the proposer / solver sampler call (docs/plan_v5p.log has the tables).
+peak 53.7 GiB of 95.7 GiB per chip, in the learnability + solve decode loop; a step takes >= 407 s at the roofline,
+500 steps >= 1810 chip-hours (docs/plan_v5p.log has the tables).
 Hardware (untested here): a TPU v4-128 / v5p-64 slice, or 32 x H100 (four hosts). The checkpoint is a
 Hugging Face directory (config.json, safetensors, tokenizer);
 parameters load straight into their shardings. Expect about 500 steps; the paper reports the

@@ -5,7 +5,8 @@
     bash launch/tpu_vm.sh TPU_NAME ZONE experiments/azr_coder_7b.py gs://BUCKET/azr/azr_coder_7b   # every TPU VM worker
 
 Planned for the v5p-32 slice (`bash launch/plan.sh experiments/azr_coder_7b.py v5p:2x2x4`, mesh fsdp 8 x tensor 2): fits,
-peak 51.0 GiB of 95.7 GiB per chip, in the proposer / solver sampler call (docs/plan_v5p.log has the tables).
+peak 55.2 GiB of 95.7 GiB per chip, in the learnability + solve decode loop; a step takes >= 266 s at the roofline,
+500 steps >= 593 chip-hours (docs/plan_v5p.log has the tables).
 Hardware (untested here): a TPU v4-64 / v5p-32 slice, or 16 x H100 (two hosts). The checkpoint is a
 Hugging Face directory (config.json, safetensors, tokenizer);
 parameters load straight into their shardings. Expect about 500 steps; the paper reports the

@@ -5,7 +5,8 @@
     bash launch/tpu_vm.sh TPU_NAME ZONE experiments/azr_llama31_8b.py gs://BUCKET/azr/azr_llama31_8b   # every TPU VM worker
 
 Planned for the v5p-32 slice (`bash launch/plan.sh experiments/azr_llama31_8b.py v5p:2x2x4`, mesh fsdp 8 x tensor 2): fits,
-peak 40.8 GiB of 95.7 GiB per chip, in the proposer / solver sampler call (docs/plan_v5p.log has the tables).
+peak 54.5 GiB of 95.7 GiB per chip, in the proposer decode loop; a step takes >= 535 s at the roofline,
+500 steps >= 1190 chip-hours (docs/plan_v5p.log has the tables).
 Hardware (untested here): a TPU v4-64 / v5p-32 slice, or 16 x H100 (two hosts). The checkpoint is a
 Hugging Face directory (config.json, safetensors, tokenizer);
 parameters load straight into their shardings. Expect about 500 steps; the paper reports the
