@@ -5,7 +5,8 @@
     bash launch/tpu_vm.sh TPU_NAME ZONE experiments/azr_coder_3b.py gs://BUCKET/azr/azr_coder_3b   # every TPU VM worker
 
 Planned for the v5p-16 slice (`bash launch/plan.sh experiments/azr_coder_3b.py v5p:2x2x2`, mesh fsdp 8): fits,
-peak 46.6 GiB of 95.7 GiB per chip, in the proposer / solver sampler call (docs/plan_v5p.log has the tables).
+peak 65.0 GiB of 95.7 GiB per chip, in the learnability + solve decode loop; a step takes >= 345 s at the roofline,
+500 steps >= 384 chip-hours (docs/plan_v5p.log has the tables).
 Hardware (untested here): one TPU v4-32 / v5p-16 slice, or 8 x H100. The checkpoint is a Hugging Face
 directory (config.json, safetensors, tokenizer);
 parameters load straight into their shardings. Expect about 500 steps; the paper reports the
