@@ -154,6 +154,20 @@ def test_metrics_and_update(scripted_step):
     assert {"time/propose", "time/validate", "time/update", "buffer/induction"} <= set(m)
 
 
+def test_a_rewards_only_step_allocates_no_optimiser_state(scripted_step):
+    """Without a learner (benchmarks/reward_signal.py) the step samples, judges and rewards, and stops before the
+    update: its state holds no optimiser state and comes back as it went in."""
+    _, _, run = scripted_step
+    state = learner.sampling_state(run.ctx.sampler.model, seed=0)
+    assert state.opt_state is None
+    buffers = TaskBuffers.from_dict(run.buffers.to_dict())
+    with ExecutorPool(num_workers=1, timeout_s=5.0) as pool:  # the fixture's pool is closed
+        after, result = train_step(dataclasses.replace(run.ctx, executor=pool), state, buffers, 1)
+    assert after is state and result.proposals and result.solver
+    assert not any(k.startswith("optimizer/") for k in result.metrics)
+    assert {r.reward for r in result.proposals} <= {-1.0, 0.0, 0.5, 1.0}
+
+
 def test_proposal_records_hold_the_task_and_the_solvers_answers(scripted_step):
     _, result, _ = scripted_step
     recs = proposal_log.records(7, result.proposals, result.solver, "think_answer", max_chars=40)
