@@ -372,7 +372,7 @@ def plan(config, devices, platform: str, chip, assumptions: Assumptions | None =
         plan_call = _plan_continuous if config.sampling.engine == "continuous" else _plan_static
         for call in sampler_calls(config):
             rows += plan_call(ctx, call)
-        rows += _plan_update(config, mesh, graphdef, params, opt_state, grads, ref, optimizer, log)
+        rows += _plan_update(ctx, opt_state, grads, ref, optimizer)
         log("plan: costing one layer, the logits and attention of each phase for the roofline")
         phases = roofline_phases(ctx, assumptions or default_assumptions(config), optimiser_step=rows[-1].lowered)
     step = [x for x in phases if not x.name.startswith("validation")]
@@ -380,7 +380,7 @@ def plan(config, devices, platform: str, chip, assumptions: Assumptions | None =
     return Plan(rows, step, validation, len(devices), chip, assumptions or default_assumptions(config))
 
 
-def _plan_update(config, mesh, graphdef, params, opt_state, grads, ref, optimizer, log) -> list[Row]:
+def _plan_update(ctx: Target, opt_state, grads, ref, optimizer) -> list[Row]:
     """The update's gradient microbatch (longest prompt and response buckets) and the optimiser step."""
     import jax
     import jax.numpy as jnp
@@ -390,8 +390,9 @@ def _plan_update(config, mesh, graphdef, params, opt_state, grads, ref, optimize
     from azr_jax.settings import update_config_from
     from azr_jax.update import accumulate_gradients, apply_gradients, bucket, prompt_bucket
 
-    p_bytes, o_bytes, g_bytes = _nbytes(params), _nbytes(opt_state), _nbytes(grads)
-    r_bytes = p_bytes if ref is not None else 0
+    config, mesh, graphdef, params, log = ctx.config, ctx.mesh, ctx.graphdef, ctx.params, ctx.log
+    p_bytes, o_bytes, g_bytes = ctx.p_bytes, ctx.o_bytes, _nbytes(grads)
+    r_bytes = ctx.resident - o_bytes  # the KL reference, when there is one
     uc = update_config_from(config)
     p = prompt_bucket(config.max_prompt_tokens)
     r = bucket(config.max_response_tokens, uc.logit_chunk, config.max_response_tokens)

@@ -7,6 +7,7 @@ rewards) returns a new one with its fields filled, so what a phase changed is vi
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -50,8 +51,9 @@ class Context:
     sampler: Any  # generate(prompt_ids, SamplingParams, key) -> Samples; .model is the model it samples
     executor: Any
 
-    @property
+    @functools.cached_property
     def stop(self):
+        """Where a response ends; rendered once (the chat template), not at every sampler call."""
         return prompts.answer_stop(self.settings.template, self.tokenizer)
 
 
